@@ -1,0 +1,108 @@
+// Command webhook is vane's one binary: the admission webhook that holds the
+// native rollout of opted-in Deployments and the controller that runs their
+// canary releases.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/vane-io/vane/internal/canary"
+	"github.com/vane-io/vane/internal/certs"
+	"github.com/vane-io/vane/internal/mutate"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vane:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
+		probeAddr   = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+		webhookHost = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
+		webhookPort = flag.Int("webhook-port", 9443, "port of the webhook server")
+		certDir     = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory holding tls.crt and tls.key")
+		selfSigned  = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate a CA and serving certificate for them in --cert-dir when missing or expiring")
+		webhookCfg  = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is set to the generated CA (with --self-signed-hosts)")
+		leaderElect = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
+		leaderNS    = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
+	)
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := networkingv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	var caPEM []byte
+	if *selfSigned != "" {
+		if caPEM, err = certs.EnsureSelfSigned(*certDir, strings.Split(*selfSigned, ",")); err != nil {
+			return fmt.Errorf("self-signed certificate: %w", err)
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "vane.io",
+		LeaderElectionNamespace: *leaderNS,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    *webhookHost,
+			Port:    *webhookPort,
+			CertDir: *certDir,
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("new manager: %w", err)
+	}
+	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
+	if err := (&canary.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vane")}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up reconciler: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	if caPEM != nil && *webhookCfg != "" {
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		if err := certs.InjectCABundle(ctx, c, *webhookCfg, caPEM); err != nil {
+			return err
+		}
+		log.Info("CA bundle injected", "mutatingWebhookConfiguration", *webhookCfg)
+	}
+	log.Info("Starting", "webhookPort", *webhookPort)
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Phase is where a release stands.
+type Phase string
+
+const (
+	// PhaseProgressing: walking the steps (setting weights, timed pauses).
+	PhaseProgressing Phase = "Progressing"
+	// PhasePaused: at a `pause: {}` step, waiting for a person.
+	PhasePaused Phase = "Paused"
+	// PhasePromoting: steps done; moving the original to the new version.
+	PhasePromoting Phase = "Promoting"
+	// PhaseRollingBack: the version was edited back to stable mid-release;
+	// traffic returns to stable and the canary is removed.
+	PhaseRollingBack Phase = "RollingBack"
+	// PhaseDegraded: the release cannot proceed (a referenced object or
+	// route is missing, or the strategy is invalid); it waits and retries.
+	PhaseDegraded Phase = "Degraded"
+	// PhaseHealthy: no release in progress; all traffic on stable.
+	PhaseHealthy Phase = "Healthy"
+)
+
+// Status is the controller's progress, kept in AnnotationStatus so that a
+// restarted controller resumes where it was.
+type Status struct {
+	Phase Phase `json:"phase"`
+	// StableVersion and CanaryVersion are the version label values of the
+	// stable and canary pods.
+	StableVersion string `json:"stableVersion"`
+	CanaryVersion string `json:"canaryVersion,omitempty"`
+	// CurrentStepIndex is the step being run; equal to StepCount once all
+	// steps are done.
+	CurrentStepIndex int32 `json:"currentStepIndex"`
+	StepCount        int32 `json:"stepCount"`
+	// CanaryWeight is the percentage of the routes' traffic on the canary.
+	CanaryWeight int32 `json:"canaryWeight"`
+	// StepStartedAt is when the current step began; timed pauses count from it.
+	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	// Message says, for a person, what the release waits for.
+	Message string `json:"message,omitempty"`
+}
+
+// InProgress reports whether a release is under way.
+func (s *Status) InProgress() bool {
+	return s != nil && s.Phase != PhaseHealthy
+}
+
+// StatusFrom reads AnnotationStatus. It returns nil when the annotation is
+// absent (no release ever started).
+func StatusFrom(annotations map[string]string) (*Status, error) {
+	v, ok := annotations[AnnotationStatus]
+	if !ok {
+		return nil, nil
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(v), &s); err != nil {
+		return nil, fmt.Errorf("annotation %s is not valid JSON: %w", AnnotationStatus, err)
+	}
+	return &s, nil
+}
+
+// Encode renders the status as the annotation value.
+func (s *Status) Encode() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		// Status holds only strings, integers and a time: it always marshals.
+		panic(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,286 @@
+package canary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/vane-io/vane/internal/api"
+	"github.com/vane-io/vane/internal/routes"
+)
+
+// degradedRetry is how often a release that waits for a missing object looks
+// again, besides the watches on VirtualServices and DestinationRules.
+const degradedRetry = 10 * time.Second
+
+// Reconciler drives the releases of opted-in Deployments.
+type Reconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// SetupWithManager registers the reconciler: opted-in Deployments, their
+// canaries, and the Istio objects their releases route through.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[api.LabelCanary] == api.LabelCanaryEnabled
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("canary").
+		For(&appsv1.Deployment{}, builder.WithPredicates(optedIn)).
+		Owns(&appsv1.Deployment{}).
+		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace)).
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace)).
+		Complete(r)
+}
+
+// releasesInNamespace maps a change of an Istio object to the releases in its
+// namespace, so a release waiting for it proceeds as soon as it appears.
+func (r *Reconciler) releasesInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	var list appsv1.DeploymentList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingLabels{api.LabelCanary: api.LabelCanaryEnabled}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "List releases")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if st, _ := api.StatusFrom(list.Items[i].Annotations); st.InProgress() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return out
+}
+
+// Reconcile loads a release, makes its next move and persists its status.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	d := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, req.NamespacedName, d); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	st, err := api.StatusFrom(d.Annotations)
+	if err != nil || st == nil {
+		return ctrl.Result{}, nil
+	}
+	if !d.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, d, st)
+	}
+	if !st.InProgress() {
+		if slices.Contains(d.Finalizers, api.Finalizer) {
+			return ctrl.Result{}, r.persist(ctx, d, *st, Action{Done: true})
+		}
+		return ctrl.Result{}, nil
+	}
+	plan, err := api.ParsePlan(d.Annotations)
+	if err != nil {
+		return r.degraded(ctx, d, *st, err)
+	}
+	router := routes.NewIstio(r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+	obs, err := r.observe(ctx, d, router)
+	if err != nil {
+		return r.degraded(ctx, d, *st, err)
+	}
+	next, act := Next(*st, plan, obs, r.now())
+	ctrl.LoggerFrom(ctx).V(1).Info("Decided", "phase", next.Phase, "step", next.CurrentStepIndex, "weight", next.CanaryWeight, "message", next.Message)
+	if err := r.act(ctx, d, router, act); err != nil {
+		return r.degraded(ctx, d, *st, err)
+	}
+	if err := r.persist(ctx, d, next, act); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.record(d, act.Events...)
+	return ctrl.Result{RequeueAfter: act.RequeueAfter}, nil
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// observe reads the canary Deployment and the traffic split.
+func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router routes.Router) (Observation, error) {
+	obs := Observation{
+		Replicas:        ptrOr(d.Spec.Replicas, 1),
+		StableAvailable: d.Status.AvailableReplicas,
+		Paused:          d.Spec.Paused,
+		Rolled:          rolledOut(d),
+	}
+	c := &appsv1.Deployment{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return obs, fmt.Errorf("get canary deployment: %w", err)
+	case c.DeletionTimestamp.IsZero():
+		replicas := ptrOr(c.Spec.Replicas, 1)
+		obs.Canary = &CanaryObservation{
+			Replicas: replicas,
+			Ready:    canaryMatches(c, desiredCanary(d, replicas)) && rolledOut(c),
+		}
+	}
+	obs.Split, err = router.Observe(ctx)
+	return obs, err
+}
+
+// act carries out a move: canary first, then traffic, then removal.
+func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router routes.Router, act Action) error {
+	if act.CanaryReplicas != nil {
+		if err := r.ensureCanary(ctx, d, *act.CanaryReplicas); err != nil {
+			return err
+		}
+	}
+	if act.Split != nil {
+		if _, err := router.Ensure(ctx, *act.Split); err != nil {
+			return err
+		}
+	}
+	if act.DeleteCanary {
+		return r.deleteCanary(ctx, d)
+	}
+	return nil
+}
+
+func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
+	want := desiredCanary(d, replicas)
+	cur := &appsv1.Deployment{}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), cur)
+	if apierrors.IsNotFound(err) {
+		if err := r.Client.Create(ctx, want); err != nil {
+			return fmt.Errorf("create canary deployment: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get canary deployment: %w", err)
+	}
+	if canaryMatches(cur, want) {
+		return nil
+	}
+	cur.Spec.Replicas = want.Spec.Replicas
+	cur.Spec.Template = want.Spec.Template
+	if err := r.Client.Update(ctx, cur); err != nil {
+		return fmt.Errorf("update canary deployment: %w", err)
+	}
+	return nil
+}
+
+func (r *Reconciler) deleteCanary(ctx context.Context, d *appsv1.Deployment) error {
+	c := &appsv1.Deployment{}
+	c.Namespace, c.Name = d.Namespace, CanaryName(d)
+	if err := r.Client.Delete(ctx, c, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete canary deployment: %w", err)
+	}
+	return nil
+}
+
+// persist writes the status, the unpause and the finalizer's removal in one
+// patch, locked on the resourceVersion read, so an edit made meanwhile (a new
+// version, say) is never overwritten: the patch conflicts and the release is
+// reconciled again from the fresh object.
+func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.Status, act Action) error {
+	orig := d.DeepCopy()
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	d.Annotations[api.AnnotationStatus] = st.Encode()
+	if act.Unpause {
+		d.Spec.Paused = false
+	}
+	if act.Done {
+		d.Finalizers = slices.DeleteFunc(d.Finalizers, func(f string) bool { return f == api.Finalizer })
+	}
+	if d.Annotations[api.AnnotationStatus] == orig.Annotations[api.AnnotationStatus] && d.Spec.Paused == orig.Spec.Paused && len(d.Finalizers) == len(orig.Finalizers) {
+		return nil
+	}
+	if err := r.Client.Patch(ctx, d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("patch deployment status: %w", err)
+	}
+	return nil
+}
+
+// degraded records why a release cannot proceed and retries later. Errors
+// other than a missing object or an invalid strategy are returned for
+// backoff.
+func (r *Reconciler) degraded(ctx context.Context, d *appsv1.Deployment, st api.Status, cause error) (ctrl.Result, error) {
+	if !errors.Is(cause, routes.ErrMissing) && !errors.Is(cause, api.ErrInvalidStrategy) {
+		return ctrl.Result{}, cause
+	}
+	changed := st.Message != cause.Error()
+	st.Message = cause.Error()
+	// A rollback stays a rollback: Degraded would lose what to resume.
+	if st.Phase != api.PhaseRollingBack {
+		changed = changed || st.Phase != api.PhaseDegraded
+		st.Phase = api.PhaseDegraded
+	}
+	if err := r.persist(ctx, d, st, Action{}); err != nil {
+		return ctrl.Result{}, err
+	}
+	if changed {
+		r.recordWarning(d, ReasonDegraded, cause.Error())
+	}
+	return ctrl.Result{RequeueAfter: degradedRetry}, nil
+}
+
+// finalize runs when a Deployment is deleted mid-release: all traffic back to
+// stable (its pods are still there while the finalizer holds the
+// Deployment), the canary removed, then the finalizer.
+func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
+	if !slices.Contains(d.Finalizers, api.Finalizer) {
+		return nil
+	}
+	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() {
+		router := routes.NewIstio(r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+		split, err := router.Observe(ctx)
+		if err == nil && split.CanaryWeight > 0 {
+			split.CanaryWeight = 0
+			_, err = router.Ensure(ctx, split)
+		}
+		if err != nil && !errors.Is(err, routes.ErrMissing) {
+			return err
+		}
+	}
+	if err := r.deleteCanary(ctx, d); err != nil {
+		return err
+	}
+	orig := d.DeepCopy()
+	d.Finalizers = slices.DeleteFunc(d.Finalizers, func(f string) bool { return f == api.Finalizer })
+	if err := r.Client.Patch(ctx, d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	return nil
+}
+
+func (r *Reconciler) record(d *appsv1.Deployment, evs ...Event) {
+	for _, e := range evs {
+		r.Recorder.Eventf(d, nil, corev1.EventTypeNormal, e.Reason, "Release", "%s", e.Message)
+	}
+}
+
+func (r *Reconciler) recordWarning(d *appsv1.Deployment, reason, msg string) {
+	r.Recorder.Eventf(d, nil, corev1.EventTypeWarning, reason, "Release", "%s", msg)
+}
+
+func ptrOr(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}

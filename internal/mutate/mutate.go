@@ -1,0 +1,184 @@
+// Package mutate is vane's admission webhook for apps/v1 Deployments. On an
+// UPDATE that changes the pod template's version label of an opted-in
+// Deployment it holds the native rollout (spec.paused) and records the start
+// of a release in the status annotation; it rejects bad strategies. It has no
+// side effects: it only answers with a patch.
+package mutate
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/vane-io/vane/internal/api"
+)
+
+// Path is where the webhook is served.
+const Path = "/mutate-apps-v1-deployment"
+
+// statusPointer is the JSON pointer of the status annotation ("/" in the key
+// escaped as "~1", RFC 6901).
+const statusPointer = "/metadata/annotations/" + api.Domain + "~1status"
+
+// Handler answers admission reviews of Deployments.
+type Handler struct {
+	decoder admission.Decoder
+	now     func() time.Time
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// NewHandler returns a Handler decoding with scheme.
+func NewHandler(scheme *runtime.Scheme) *Handler {
+	return &Handler{decoder: admission.NewDecoder(scheme), now: time.Now}
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	log := ctrl.LoggerFrom(ctx).WithName("admission").WithValues("deployment", req.Namespace+"/"+req.Name, "operation", req.Operation)
+	newObj := &appsv1.Deployment{}
+	if err := h.decoder.Decode(req, newObj); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	var oldObj *appsv1.Deployment
+	if req.Operation == admissionv1.Update {
+		oldObj = &appsv1.Deployment{}
+		if err := h.decoder.DecodeRaw(req.OldObject, oldObj); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+	}
+	ops, err := Decide(oldObj, newObj, h.now())
+	if err != nil {
+		log.V(1).Info("Denied", "reason", err.Error())
+		return admission.Denied(err.Error())
+	}
+	if len(ops) == 0 {
+		return admission.Allowed("")
+	}
+	log.Info("Native rollout held", "ops", len(ops), "dryRun", req.DryRun != nil && *req.DryRun)
+	return admission.Patched("canary release started", ops...)
+}
+
+// Decide returns the JSON patch for a Deployment admission: nil when it passes
+// unchanged, an error (naming the annotation or label) when it must be
+// denied. old is nil on CREATE.
+func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, error) {
+	if cur.Labels[api.LabelCanary] != api.LabelCanaryEnabled {
+		return nil, nil
+	}
+	if old == nil || strategyEdited(old, cur) {
+		if _, err := api.ParsePlan(cur.Annotations); err != nil {
+			return nil, err
+		}
+	}
+	if old == nil {
+		return nil, nil
+	}
+	key := api.VersionLabel(cur.Annotations)
+	oldVersion, newVersion := old.Spec.Template.Labels[key], cur.Spec.Template.Labels[key]
+	if oldVersion == newVersion {
+		return holdDuringRelease(cur), nil
+	}
+	if newVersion == "" {
+		return nil, fmt.Errorf("pod template label %q is required on a Deployment labelled %s=%s: vane starts a release when it changes; set it, or name another key in annotation %s", key, api.LabelCanary, api.LabelCanaryEnabled, api.AnnotationVersionLabel)
+	}
+	plan, err := api.ParsePlan(cur.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	// Nothing runs to compare a canary with: let it roll out natively.
+	if old.Spec.Replicas != nil && *old.Spec.Replicas == 0 {
+		return nil, nil
+	}
+	st := startStatus(old, oldVersion, newVersion, int32(len(plan.Steps)), now)
+	return holdPatch(cur, st), nil
+}
+
+// strategyEdited reports whether an UPDATE changes what vane parses, so an
+// unrelated update of a Deployment is never blocked by an old annotation.
+func strategyEdited(old, cur *appsv1.Deployment) bool {
+	return old.Annotations[api.AnnotationStrategy] != cur.Annotations[api.AnnotationStrategy] ||
+		old.Annotations[api.AnnotationVersionLabel] != cur.Annotations[api.AnnotationVersionLabel] ||
+		old.Labels[api.LabelCanary] != cur.Labels[api.LabelCanary]
+}
+
+// startStatus is the status of a release that starts with this edit. An edit
+// in the middle of a release keeps its stable version; an edit back to the
+// stable version rolls the release back.
+func startStatus(old *appsv1.Deployment, oldVersion, newVersion string, steps int32, now time.Time) api.Status {
+	st := api.Status{
+		Phase:         api.PhaseProgressing,
+		StableVersion: oldVersion,
+		CanaryVersion: newVersion,
+		StepCount:     steps,
+		StepStartedAt: &metav1.Time{Time: now.UTC().Truncate(time.Second)},
+		Message:       fmt.Sprintf("version %s → %s: native rollout held, canary release started", oldVersion, newVersion),
+	}
+	prev, _ := api.StatusFrom(old.Annotations)
+	if prev.InProgress() {
+		st.StableVersion = prev.StableVersion
+		st.CanaryWeight = prev.CanaryWeight
+		st.Message = fmt.Sprintf("version %s → %s during a release from %s: canary restarts at step 0", oldVersion, newVersion, prev.StableVersion)
+	}
+	if newVersion == st.StableVersion {
+		st.Phase = api.PhaseRollingBack
+		st.CanaryVersion = oldVersion
+		st.Message = fmt.Sprintf("version edited back to %s: rolling back", newVersion)
+	}
+	return st
+}
+
+// holdDuringRelease keeps the native rollout paused while a release walks its
+// steps, even if an apply (say, a GitOps sync with paused: false) unpauses
+// it. Vane itself unpauses only once the status says Promoting.
+func holdDuringRelease(cur *appsv1.Deployment) []jsonpatch.Operation {
+	st, _ := api.StatusFrom(cur.Annotations)
+	if cur.Spec.Paused || !st.InProgress() {
+		return nil
+	}
+	switch st.Phase {
+	case api.PhaseProgressing, api.PhasePaused, api.PhaseDegraded:
+		return []jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec/paused", true)}
+	}
+	return nil
+}
+
+// holdPatch pauses the Deployment, records st and adds the finalizer that
+// lets vane restore traffic if the Deployment is deleted mid-release.
+func holdPatch(cur *appsv1.Deployment, st api.Status) []jsonpatch.Operation {
+	var ops []jsonpatch.Operation
+	if !cur.Spec.Paused {
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/paused", true))
+	}
+	if cur.Annotations == nil {
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{api.AnnotationStatus: st.Encode()}))
+	} else {
+		ops = append(ops, jsonpatch.NewOperation("add", statusPointer, st.Encode()))
+	}
+	if !hasFinalizer(cur) {
+		if len(cur.Finalizers) == 0 {
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/finalizers", []string{api.Finalizer}))
+		} else {
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/finalizers/-", api.Finalizer))
+		}
+	}
+	return ops
+}
+
+func hasFinalizer(d *appsv1.Deployment) bool {
+	for _, f := range d.Finalizers {
+		if f == api.Finalizer {
+			return true
+		}
+	}
+	return false
+}
