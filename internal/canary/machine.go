@@ -237,6 +237,8 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 		st.Message = "stable subset moved to " + st.CanaryVersion
 		return st, Action{Split: &routes.Split{StableVersion: st.CanaryVersion, CanaryVersion: st.CanaryVersion, CanaryWeight: 100}}
 	}
+	// The stable subset has moved: stable is the new version from here on.
+	st.StableVersion = st.CanaryVersion
 	// Guard: all traffic returns to stable only once the original is
 	// available on the new version behind the moved stable subset.
 	if !obs.Rolled {

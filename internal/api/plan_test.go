@@ -1,0 +1,165 @@
+package api
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// seedStrategy is the weight strategy of the seed's rollout-provider.yaml,
+// pasted unchanged with its leading canary key.
+const seedStrategy = `canary:
+  trafficRouting:
+    istio:
+      virtualService:
+        name: provider
+        routes:
+          - test-v1
+      destinationRule:
+        name: dubbo-provider
+        stableSubsetName: stable
+        canarySubsetName: canary
+  steps:
+    - setWeight: 5
+    - pause:
+        duration: 10m
+    - setWeight: 50
+    - pause:
+        duration: 10m
+`
+
+func ptr[T any](v T) *T { return &v }
+
+func TestParsePlan(t *testing.T) {
+	routing := IstioRouting{VirtualService: "provider", Routes: []string{"test-v1"}, DestinationRule: "dubbo-provider", StableSubset: "stable", CanarySubset: "canary"}
+	withSteps := func(steps string) string {
+		return `trafficRouting: {istio: {virtualService: {name: provider, routes: [test-v1]}, destinationRule: {name: dubbo-provider, stableSubsetName: stable, canarySubsetName: canary}}}
+steps:
+` + steps
+	}
+	cases := map[string]struct {
+		strategy string
+		want     *Plan
+		wantErr  string // substring of the error; "" means no error
+	}{
+		"seed strategy with canary key": {
+			strategy: seedStrategy,
+			want: &Plan{Istio: routing, Steps: []Step{
+				{SetWeight: ptr[int32](5)}, {Pause: &Pause{Duration: ptr(10 * time.Minute)}},
+				{SetWeight: ptr[int32](50)}, {Pause: &Pause{Duration: ptr(10 * time.Minute)}},
+			}},
+		},
+		"without canary key, indefinite pause and seconds": {
+			strategy: withSteps("- setWeight: 0\n- pause: {}\n- pause: {duration: 30}\n- pause: {duration: \"45\"}\n- setWeight: 100\n"),
+			want: &Plan{Istio: routing, Steps: []Step{
+				{SetWeight: ptr[int32](0)}, {Pause: &Pause{}}, {Pause: &Pause{Duration: ptr(30 * time.Second)}},
+				{Pause: &Pause{Duration: ptr(45 * time.Second)}}, {SetWeight: ptr[int32](100)},
+			}},
+		},
+		"no steps": {strategy: withSteps("  []"), want: &Plan{Istio: routing}},
+		"missing":  {strategy: "", wantErr: "annotation vane.io/strategy is missing"},
+		"not yaml": {strategy: "steps: [", wantErr: "is not valid YAML"},
+		"scalar":   {strategy: "canary", wantErr: "must be a YAML mapping"},
+		"unknown field": {
+			strategy: withSteps("- setWeight: 5\n  bogus: 1\n"),
+			wantErr:  `unknown field "steps[0].bogus"`,
+		},
+		"unknown top-level field (analysis)": {
+			strategy: withSteps("  []") + "\nanalysis: {templates: []}\n",
+			wantErr:  `unknown field "analysis"`,
+		},
+		"weight above 100":   {strategy: withSteps("- setWeight: 120\n"), wantErr: "steps[0].setWeight 120 is not allowed: must be an integer from 0 to 100"},
+		"negative weight":    {strategy: withSteps("- setWeight: -1\n"), wantErr: "steps[0].setWeight -1 is not allowed"},
+		"fractional weight":  {strategy: withSteps("- setWeight: 5.5\n"), wantErr: "steps[0].setWeight 5.5 is not allowed"},
+		"bad duration":       {strategy: withSteps("- pause: {duration: 10 minutes}\n"), wantErr: `steps[0].pause.duration "10 minutes" is not a duration: use a positive Go duration such as 30s, 10m or 1h`},
+		"zero duration":      {strategy: withSteps("- pause: {duration: 0s}\n"), wantErr: "steps[0].pause.duration 0s is not a duration"},
+		"negative duration":  {strategy: withSteps("- pause: {duration: -5}\n"), wantErr: "steps[0].pause.duration -5s is not a duration"},
+		"empty step":         {strategy: withSteps("- {}\n"), wantErr: "steps[0] is empty: a step is one of setWeight"},
+		"two actions":        {strategy: withSteps("- {setWeight: 5, pause: {}}\n"), wantErr: "steps[0] has both setWeight and pause"},
+		"setHeaderRoute":     {strategy: withSteps("- setHeaderRoute: {name: x}\n"), wantErr: "steps[0].setHeaderRoute is not supported yet"},
+		"setCanaryScale":     {strategy: withSteps("- setCanaryScale: {weight: 100}\n"), wantErr: "steps[0].setCanaryScale is not supported yet"},
+		"canaryService":      {strategy: withSteps("  []") + "\ncanaryService: c\n", wantErr: "canaryService is not supported yet"},
+		"stableService":      {strategy: withSteps("  []") + "\nstableService: s\n", wantErr: "stableService is not supported yet"},
+		"managedRoutes": {
+			strategy: "trafficRouting: {managedRoutes: [{name: x}], istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  "trafficRouting.managedRoutes is not supported yet",
+		},
+		"no traffic routing": {strategy: "steps: []", wantErr: "trafficRouting.istio is required"},
+		"no vs name": {
+			strategy: "trafficRouting: {istio: {virtualService: {routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  "trafficRouting.istio.virtualService.name is required",
+		},
+		"no routes": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  "trafficRouting.istio.virtualService.routes is required",
+		},
+		"empty route name": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [\"\"]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  "trafficRouting.istio.virtualService.routes[0] is empty",
+		},
+		"repeated route": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r, r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  `routes[1] repeats route "r"`,
+		},
+		"no destination rule": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r]}}}",
+			wantErr:  "trafficRouting.istio.destinationRule is required",
+		},
+		"no canary subset": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s}}}",
+			wantErr:  "trafficRouting.istio.destinationRule.canarySubsetName is required",
+		},
+		"same subsets": {
+			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: s}}}",
+			wantErr:  "stableSubsetName and canarySubsetName must differ",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParsePlan(map[string]string{AnnotationStrategy: tc.strategy})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tc.wantErr)
+				}
+				if !strings.HasPrefix(err.Error(), "annotation "+AnnotationStrategy) {
+					t.Errorf("error %q does not name the annotation first", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("plan (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestVersionLabel(t *testing.T) {
+	if got := VersionLabel(nil); got != "version" {
+		t.Errorf("default = %q, want version", got)
+	}
+	if got := VersionLabel(map[string]string{AnnotationVersionLabel: "app.kubernetes.io/version"}); got != "app.kubernetes.io/version" {
+		t.Errorf("override = %q", got)
+	}
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	st := &Status{Phase: PhasePaused, StableVersion: "v1", CanaryVersion: "v2", CurrentStepIndex: 1, StepCount: 4, CanaryWeight: 5, Message: "m"}
+	got, err := StatusFrom(map[string]string{AnnotationStatus: st.Encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(st, got); diff != "" {
+		t.Errorf("(-want,+got):\n%s", diff)
+	}
+	if s, err := StatusFrom(nil); s != nil || err != nil {
+		t.Errorf("absent annotation = %v, %v; want nil, nil", s, err)
+	}
+	if _, err := StatusFrom(map[string]string{AnnotationStatus: "{"}); err == nil {
+		t.Error("bad JSON: no error")
+	}
+}

@@ -1,0 +1,295 @@
+package canary
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vane-io/vane/internal/api"
+	"github.com/vane-io/vane/internal/routes"
+)
+
+var t0 = time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)
+
+func ptr[T any](v T) *T { return &v }
+
+func weight(w int32) api.Step { return api.Step{SetWeight: &w} }
+func pauseFor(d time.Duration) api.Step {
+	return api.Step{Pause: &api.Pause{Duration: &d}}
+}
+func pauseForever() api.Step { return api.Step{Pause: &api.Pause{}} }
+
+// seedPlan is the seed's weight strategy with pauses shortened.
+var seedPlan = &api.Plan{Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
+
+func TestNext(t *testing.T) {
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+	start := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: at(0)}
+	step := func(i, w int32, started time.Duration) api.Status {
+		s := start
+		s.CurrentStepIndex, s.CanaryWeight, s.StepStartedAt = i, w, at(started)
+		return s
+	}
+	split := func(stable, canary string, w int32) routes.Split {
+		return routes.Split{StableVersion: stable, CanaryVersion: canary, CanaryWeight: w}
+	}
+	ready := func(n int32) *CanaryObservation { return &CanaryObservation{Replicas: n, Ready: true} }
+	cases := map[string]struct {
+		st        api.Status
+		plan      *api.Plan
+		obs       Observation
+		now       time.Duration
+		wantPhase api.Phase
+		wantStep  int32
+		wantAct   Action
+	}{
+		"first move points the subsets at both versions, canary at weight 0": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Split: split("", "", 0)},
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{Split: ptr(split("v1", "v2", 0))},
+		},
+		"stable subset is not narrowed to a version with no available pods": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 0, Paused: true, Split: split("", "", 0)},
+			wantPhase: api.PhaseProgressing,
+		},
+		"a canary carrying traffic is drained before its subset changes": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2-old", 50)},
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{Split: ptr(split("v1", "v2-old", 0)), Events: []Event{{ReasonTrafficShifted, "canary weight 0% before switching canary to v2"}}},
+		},
+		"setWeight creates the canary sized ceil(5% of 4) = 1": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Split: split("v1", "v2", 0)},
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{CanaryReplicas: ptr[int32](1)},
+		},
+		"setWeight waits for canary pods before any traffic": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: &CanaryObservation{Replicas: 1}, Split: split("v1", "v2", 0)},
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{CanaryReplicas: ptr[int32](1)},
+		},
+		"setWeight writes the weight once the canary is ready and advances": {
+			st: start, obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 0)},
+			now: 3 * time.Second, wantPhase: api.PhaseProgressing, wantStep: 1,
+			wantAct: Action{Split: ptr(split("v1", "v2", 5)), Events: []Event{
+				{ReasonTrafficShifted, "canary v2 weight 5%, stable v1 weight 95%"},
+				{ReasonStepAdvanced, "step 1/4 done: setWeight 5"},
+			}},
+		},
+		"a lower weight is written before the canary shrinks": {
+			st: step(0, 50, 0), plan: &api.Plan{Steps: []api.Step{weight(10)}},
+			obs:       Observation{Replicas: 10, StableAvailable: 10, Paused: true, Canary: ready(5), Split: split("v1", "v2", 50)},
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{Split: ptr(split("v1", "v2", 10)), Events: []Event{{ReasonTrafficShifted, "canary v2 weight 10%, stable v1 weight 90%"}}},
+		},
+		"timed pause waits the remaining time": {
+			st: step(1, 5, 3*time.Second), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
+			now: 5 * time.Second, wantPhase: api.PhaseProgressing, wantStep: 1,
+			wantAct: Action{RequeueAfter: 8 * time.Second},
+		},
+		"timed pause ends on time": {
+			st: step(1, 5, 3*time.Second), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
+			now: 13 * time.Second, wantPhase: api.PhaseProgressing, wantStep: 2,
+			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 2/4 done: pause 10s"}}},
+		},
+		"indefinite pause waits for a person": {
+			st: step(1, 5, 0), plan: &api.Plan{Steps: []api.Step{weight(5), pauseForever()}},
+			obs:       Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
+			now:       time.Hour,
+			wantPhase: api.PhasePaused, wantStep: 1,
+		},
+		"degraded release resumes as progressing": {
+			st: func() api.Status { s := step(1, 5, 0); s.Phase = api.PhaseDegraded; return s }(),
+			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
+			now: time.Second, wantPhase: api.PhaseProgressing, wantStep: 1,
+			wantAct: Action{RequeueAfter: 9 * time.Second},
+		},
+		"promotion scales the canary to full size first": {
+			st: step(4, 50, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 50)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{CanaryReplicas: ptr[int32](4)},
+		},
+		"promotion sends all traffic to the full canary": {
+			st: step(4, 50, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("v1", "v2", 50)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Split: ptr(split("v1", "v2", 100)), Events: []Event{{ReasonTrafficShifted, "canary v2 weight 100%, stable v1 weight 0%"}}},
+		},
+		"promotion unpauses the original": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("v1", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Unpause: true, Events: []Event{{ReasonPromoting, "rolling out v2 natively"}}},
+		},
+		"promotion waits for the native rollout": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 2, Canary: ready(4), Split: split("v1", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+		},
+		"promotion moves the stable subset while it carries no traffic": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Rolled: true, Canary: ready(4), Split: split("v1", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Split: ptr(split("v2", "v2", 100))},
+		},
+		"promotion returns traffic to the moved stable": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Rolled: true, Canary: ready(4), Split: split("v2", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Split: ptr(split("v2", "v2", 0)), Events: []Event{{ReasonTrafficShifted, "canary v2 weight 0%, stable v2 weight 100%"}}},
+		},
+		"promotion ends: canary deleted, healthy": {
+			st: step(4, 0, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Rolled: true, Canary: ready(4), Split: split("v2", "v2", 0)},
+			now: time.Minute, wantPhase: api.PhaseHealthy, wantStep: 4,
+			wantAct: Action{DeleteCanary: true, Done: true, Events: []Event{{ReasonRolloutCompleted, "release of v2 complete: all traffic on stable"}}},
+		},
+		"rollback drains the canary first": {
+			st:  api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: 50},
+			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 50)},
+			plan: seedPlan, wantPhase: api.PhaseRollingBack,
+			wantAct: Action{Split: ptr(split("v1", "v2", 0)), Events: []Event{{ReasonTrafficShifted, "canary v2 weight 0%, stable v1 weight 100%"}}},
+		},
+		"rollback removes the canary and resumes the original": {
+			st:  api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2"},
+			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 0)},
+			plan: seedPlan, wantPhase: api.PhaseHealthy, wantStep: 4,
+			wantAct: Action{DeleteCanary: true, Unpause: true, Done: true, Split: ptr(split("v1", "v1", 0)), Events: []Event{{ReasonRolledBack, "rolled back to v1: all traffic on stable"}}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			plan := tc.plan
+			if plan == nil {
+				plan = seedPlan
+			}
+			got, act := Next(tc.st, plan, tc.obs, t0.Add(tc.now))
+			if got.Phase != tc.wantPhase || got.CurrentStepIndex != tc.wantStep {
+				t.Errorf("phase, step = %s, %d; want %s, %d (message %q)", got.Phase, got.CurrentStepIndex, tc.wantPhase, tc.wantStep, got.Message)
+			}
+			if diff := cmp.Diff(tc.wantAct, act); diff != "" {
+				t.Errorf("action (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCanaryReplicas(t *testing.T) {
+	for _, tc := range []struct{ weight, replicas, want int32 }{
+		{5, 1, 1}, {5, 4, 1}, {50, 4, 2}, {51, 4, 3}, {100, 4, 4}, {0, 4, 1}, {25, 4, 1}, {10, 10, 1}, {11, 10, 2}, {100, 0, 1},
+	} {
+		if got := CanaryReplicas(tc.weight, tc.replicas); got != tc.want {
+			t.Errorf("CanaryReplicas(%d, %d) = %d, want %d", tc.weight, tc.replicas, got, tc.want)
+		}
+	}
+}
+
+// world is a simulated cluster that carries out actions at once, except the
+// pods, which become available only on the next tick.
+type world struct {
+	replicas      int32
+	paused        bool
+	origVersion   string // version of the original's available pods
+	canary        *CanaryObservation
+	canaryReady   int32 // available canary pods
+	canaryVersion string
+	split         routes.Split
+}
+
+func (w *world) observe() Observation {
+	obs := Observation{Replicas: w.replicas, Paused: w.paused, Split: w.split, StableAvailable: w.replicas}
+	obs.Rolled = !w.paused && w.origVersion == "v2"
+	if w.canary != nil {
+		c := *w.canary
+		obs.Canary = &c
+	}
+	return obs
+}
+
+// readyPods counts available pods behind a subset that selects version.
+func (w *world) readyPods(version string) int32 {
+	n := int32(0)
+	if version == "" || version == w.origVersion {
+		n += w.replicas
+	}
+	if w.canary != nil && (version == "" || version == w.canaryVersion) {
+		n += w.canaryReady
+	}
+	return n
+}
+
+func (w *world) tick() {
+	if w.canary != nil {
+		w.canaryReady, w.canary.Ready = w.canary.Replicas, true
+	}
+	if !w.paused {
+		w.origVersion = "v2"
+	}
+}
+
+func (w *world) apply(t *testing.T, act Action) {
+	// A resized canary keeps the pods it has; new ones come up on the next tick.
+	if act.CanaryReplicas != nil && (w.canary == nil || w.canary.Replicas != *act.CanaryReplicas) {
+		w.canary = &CanaryObservation{Replicas: *act.CanaryReplicas}
+		w.canaryVersion, w.canaryReady = "v2", min(w.canaryReady, *act.CanaryReplicas)
+	}
+	if act.Split != nil {
+		w.split = *act.Split
+	}
+	if act.DeleteCanary {
+		w.canary, w.canaryReady = nil, 0
+	}
+	if act.Unpause {
+		w.paused = false
+	}
+	// The invariant: no weight on a subset without available pods.
+	if w.split.CanaryWeight > 0 && w.readyPods(w.split.CanaryVersion) == 0 {
+		t.Fatalf("canary weight %d on subset %q with no available pods", w.split.CanaryWeight, w.split.CanaryVersion)
+	}
+	if w.split.CanaryWeight < 100 && w.readyPods(w.split.StableVersion) == 0 {
+		t.Fatalf("stable weight %d on subset %q with no available pods", 100-w.split.CanaryWeight, w.split.StableVersion)
+	}
+}
+
+// TestNextWalksTheSeedRelease drives a whole release through the simulated
+// world: weights in order, pauses honoured, never traffic to an empty subset.
+func TestNextWalksTheSeedRelease(t *testing.T) {
+	w := &world{replicas: 3, paused: true, origVersion: "v1", split: routes.Split{}}
+	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: &metav1.Time{Time: t0}}
+	now := t0
+	var weights []int32
+	var events []string
+	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
+		next, act := Next(st, seedPlan, w.observe(), now)
+		w.apply(t, act)
+		if act.Split != nil && (len(weights) == 0 || weights[len(weights)-1] != act.Split.CanaryWeight) {
+			weights = append(weights, act.Split.CanaryWeight)
+		}
+		for _, e := range act.Events {
+			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
+		}
+		st = next
+		now = now.Add(time.Second + act.RequeueAfter)
+		w.tick()
+	}
+	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
+		t.Fatalf("release did not end healthy on v2: %+v", st)
+	}
+	if w.canary != nil || w.paused || w.split != (routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
+		t.Errorf("final world: canary %v, paused %v, split %+v", w.canary, w.paused, w.split)
+	}
+	if diff := cmp.Diff([]int32{0, 5, 50, 100, 0}, weights); diff != "" {
+		t.Errorf("weights written (-want,+got):\n%s", diff)
+	}
+	wantEvents := []string{
+		"TrafficShifted: canary v2 weight 5%, stable v1 weight 95%",
+		"StepAdvanced: step 1/4 done: setWeight 5",
+		"StepAdvanced: step 2/4 done: pause 10s",
+		"TrafficShifted: canary v2 weight 50%, stable v1 weight 50%",
+		"StepAdvanced: step 3/4 done: setWeight 50",
+		"StepAdvanced: step 4/4 done: pause 10s",
+		"TrafficShifted: canary v2 weight 100%, stable v1 weight 0%",
+		"Promoting: rolling out v2 natively",
+		"TrafficShifted: canary v2 weight 0%, stable v2 weight 100%",
+		"RolloutCompleted: release of v2 complete: all traffic on stable",
+	}
+	if diff := cmp.Diff(wantEvents, events); diff != "" {
+		t.Errorf("events (-want,+got):\n%s", diff)
+	}
+}
