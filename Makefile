@@ -1,0 +1,33 @@
+# Local development on a cluster of plain processes (see hack/README.md).
+RUN_DIR ?= /tmp/vane-cluster
+export VANE_RUN_DIR := $(RUN_DIR)
+
+.PHONY: up down demo test unit e2e build
+
+## up: local cluster + vane running and registered; prints the KUBECONFIG export.
+up:
+	hack/cluster.sh up >/dev/null
+	hack/vane.sh start
+	@hack/cluster.sh env | grep KUBECONFIG
+
+## down: stop vane and the cluster, remove the run dir.
+down:
+	hack/vane.sh stop || true
+	hack/cluster.sh down
+
+## demo: the seed's weight scenario end to end.
+demo:
+	hack/demo.sh
+
+## test: every test (unit and e2e on a real local cluster).
+test:
+	hack/test.sh
+
+unit:
+	go test ./internal/... ./cmd/...
+
+e2e:
+	go test ./e2e/... -count=1 -v -timeout 30m
+
+build:
+	go build -o bin/vane ./cmd/webhook
