@@ -41,8 +41,9 @@ type Status struct {
 	StepCount        int32 `json:"stepCount"`
 	// CanaryWeight is the percentage of the routes' traffic on the canary.
 	CanaryWeight int32 `json:"canaryWeight"`
-	// StepStartedAt is when the current step began; timed pauses count from it.
-	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	// StepStartedAt is when the current step began, to the microsecond; timed
+	// pauses count from it.
+	StepStartedAt *metav1.MicroTime `json:"stepStartedAt,omitempty"`
 	// Message says, for a person, what the release waits for.
 	Message string `json:"message,omitempty"`
 }

@@ -187,7 +187,7 @@ func shift(st api.Status, cur routes.Split, weight int32, act Action) (api.Statu
 // for a person.
 func pause(st api.Status, p *api.Pause, now time.Time) (api.Status, Action) {
 	if st.StepStartedAt == nil {
-		st.StepStartedAt = &metav1.Time{Time: now}
+		st.StepStartedAt = &metav1.MicroTime{Time: now}
 	}
 	if p.Duration == nil {
 		st.Phase = api.PhasePaused
@@ -205,7 +205,7 @@ func pause(st api.Status, p *api.Pause, now time.Time) (api.Status, Action) {
 // advance moves to the next step, which starts now.
 func advance(st api.Status, now time.Time, act Action, done string) (api.Status, Action) {
 	st.CurrentStepIndex++
-	st.StepStartedAt = &metav1.Time{Time: now}
+	st.StepStartedAt = &metav1.MicroTime{Time: now}
 	st.Message = fmt.Sprintf("step %d/%d done: %s", st.CurrentStepIndex, st.StepCount, done)
 	act.Events = append(act.Events, Event{ReasonStepAdvanced, st.Message})
 	return st, act
@@ -288,7 +288,7 @@ func finish(st api.Status, stable string, obs Observation, now time.Time, done E
 		Message:          done.Message,
 	}
 	if !now.IsZero() {
-		next.StepStartedAt = &metav1.Time{Time: now}
+		next.StepStartedAt = &metav1.MicroTime{Time: now}
 	}
 	return next, act
 }

@@ -26,7 +26,7 @@ func pauseForever() api.Step { return api.Step{Pause: &api.Pause{}} }
 var seedPlan = &api.Plan{Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
 
 func TestNext(t *testing.T) {
-	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+	at := func(d time.Duration) *metav1.MicroTime { return &metav1.MicroTime{Time: t0.Add(d)} }
 	start := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: at(0)}
 	step := func(i, w int32, started time.Duration) api.Status {
 		s := start
@@ -101,7 +101,7 @@ func TestNext(t *testing.T) {
 			wantPhase: api.PhasePaused, wantStep: 1,
 		},
 		"degraded release resumes as progressing": {
-			st: func() api.Status { s := step(1, 5, 0); s.Phase = api.PhaseDegraded; return s }(),
+			st:  func() api.Status { s := step(1, 5, 0); s.Phase = api.PhaseDegraded; return s }(),
 			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
 			now: time.Second, wantPhase: api.PhaseProgressing, wantStep: 1,
 			wantAct: Action{RequeueAfter: 9 * time.Second},
@@ -141,14 +141,14 @@ func TestNext(t *testing.T) {
 			wantAct: Action{DeleteCanary: true, Done: true, Events: []Event{{ReasonRolloutCompleted, "release of v2 complete: all traffic on stable"}}},
 		},
 		"rollback drains the canary first": {
-			st:  api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: 50},
-			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 50)},
+			st:   api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: 50},
+			obs:  Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 50)},
 			plan: seedPlan, wantPhase: api.PhaseRollingBack,
 			wantAct: Action{Split: ptr(split("v1", "v2", 0)), Events: []Event{{ReasonTrafficShifted, "canary v2 weight 0%, stable v1 weight 100%"}}},
 		},
 		"rollback removes the canary and resumes the original": {
-			st:  api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2"},
-			obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 0)},
+			st:   api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2"},
+			obs:  Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(2), Split: split("v1", "v2", 0)},
 			plan: seedPlan, wantPhase: api.PhaseHealthy, wantStep: 4,
 			wantAct: Action{DeleteCanary: true, Unpause: true, Done: true, Split: ptr(split("v1", "v1", 0)), Events: []Event{{ReasonRolledBack, "rolled back to v1: all traffic on stable"}}},
 		},
@@ -251,7 +251,7 @@ func (w *world) apply(t *testing.T, act Action) {
 // world: weights in order, pauses honoured, never traffic to an empty subset.
 func TestNextWalksTheSeedRelease(t *testing.T) {
 	w := &world{replicas: 3, paused: true, origVersion: "v1", split: routes.Split{}}
-	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: &metav1.Time{Time: t0}}
+	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: &metav1.MicroTime{Time: t0}}
 	now := t0
 	var weights []int32
 	var events []string

@@ -120,7 +120,7 @@ func startStatus(old *appsv1.Deployment, oldVersion, newVersion string, steps in
 		StableVersion: oldVersion,
 		CanaryVersion: newVersion,
 		StepCount:     steps,
-		StepStartedAt: &metav1.Time{Time: now.UTC().Truncate(time.Second)},
+		StepStartedAt: &metav1.MicroTime{Time: now.UTC()},
 		Message:       fmt.Sprintf("version %s → %s: native rollout held, canary release started", oldVersion, newVersion),
 	}
 	prev, _ := api.StatusFrom(old.Annotations)

@@ -83,7 +83,7 @@ func apply(t *testing.T, obj *appsv1.Deployment, ops any) *appsv1.Deployment {
 }
 
 func TestDecide(t *testing.T) {
-	started := &metav1.Time{Time: now}
+	started := &metav1.MicroTime{Time: now}
 	inProgress := api.Status{Phase: api.PhasePaused, StableVersion: "v1", CanaryVersion: "v2", CurrentStepIndex: 1, StepCount: 2, CanaryWeight: 5}
 	cases := map[string]struct {
 		old, new   *appsv1.Deployment // old nil: CREATE
@@ -98,8 +98,12 @@ func TestDecide(t *testing.T) {
 			wantStatus: &api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 2, StepStartedAt: started, Message: "version v1 → v2: native rollout held, canary release started"},
 		},
 		"custom version label key": {
-			old:        newDeploy("v1").annotate(api.AnnotationVersionLabel, "app").obj(),
-			new:        func() *appsv1.Deployment { d := newDeploy("v1").annotate(api.AnnotationVersionLabel, "app").obj(); d.Spec.Template.Labels["app"] = "x"; return d }(),
+			old: newDeploy("v1").annotate(api.AnnotationVersionLabel, "app").obj(),
+			new: func() *appsv1.Deployment {
+				d := newDeploy("v1").annotate(api.AnnotationVersionLabel, "app").obj()
+				d.Spec.Template.Labels["app"] = "x"
+				return d
+			}(),
 			wantPaused: true,
 			wantStatus: &api.Status{Phase: api.PhaseProgressing, StableVersion: "dubbo3-provider", CanaryVersion: "x", StepCount: 2, StepStartedAt: started, Message: "version dubbo3-provider → x: native rollout held, canary release started"},
 		},
@@ -110,7 +114,11 @@ func TestDecide(t *testing.T) {
 		},
 		"image change without version change passes": {
 			old: newDeploy("v1").obj(),
-			new: func() *appsv1.Deployment { d := newDeploy("v1").obj(); d.Spec.Template.Spec.Containers[0].Image = "other"; return d }(),
+			new: func() *appsv1.Deployment {
+				d := newDeploy("v1").obj()
+				d.Spec.Template.Spec.Containers[0].Image = "other"
+				return d
+			}(),
 			wantNoop: true,
 		},
 		"not opted in passes even with a bad strategy": {
@@ -180,8 +188,12 @@ func TestDecide(t *testing.T) {
 			wantNoop: true,
 		},
 		"removing the version label is denied": {
-			old:     newDeploy("v1").obj(),
-			new:     func() *appsv1.Deployment { d := newDeploy("v1").obj(); delete(d.Spec.Template.Labels, "version"); return d }(),
+			old: newDeploy("v1").obj(),
+			new: func() *appsv1.Deployment {
+				d := newDeploy("v1").obj()
+				delete(d.Spec.Template.Labels, "version")
+				return d
+			}(),
 			wantErr: `pod template label "version" is required`,
 		},
 	}
