@@ -9,12 +9,13 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR=${VANE_RUN_DIR:-/tmp/vane-cluster}
-KUBECONFIG_FILE=$RUN_DIR/kubeconfig
+KUBECONFIG_FILE=${VANE_KUBECONFIG:-$RUN_DIR/kubeconfig}
 WEBHOOK_PORT=${VANE_WEBHOOK_PORT:-19443}
 PROBE_PORT=${VANE_PROBE_PORT:-18081}
 METRICS_PORT=${VANE_METRICS_PORT:-18080}
 VANE_BIN=${VANE_BIN:-$RUN_DIR/bin/vane}
 eval "$("$ROOT/hack/cluster.sh" env)"
+export KUBECONFIG=$KUBECONFIG_FILE
 
 log() { printf '[vane.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -136,7 +136,7 @@ func decodeStrict(text string) (*rawCanary, error) {
 		for _, e := range strict {
 			msgs = append(msgs, e.Error())
 		}
-		return nil, fieldErr("", "%s; accepted fields are trafficRouting.istio.{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}} and steps[].{setWeight,pause{duration}}", strings.Join(msgs, "; "))
+		return nil, fieldErr("", "has %s; accepted fields are trafficRouting.istio.{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}} and steps[].{setWeight,pause{duration}}", strings.Join(msgs, "; "))
 	}
 	return &raw, nil
 }

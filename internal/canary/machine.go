@@ -56,7 +56,7 @@ type Action struct {
 	// RequeueAfter asks to be called again after this long, when nothing
 	// watched will change before then (timed pauses).
 	RequeueAfter time.Duration
-	// Events tell the story on the Deployment once the move has been made.
+	// Events tell the story on the Deployment once the status is persisted.
 	Events []Event
 }
 
@@ -66,7 +66,8 @@ type Event struct {
 	Message string
 }
 
-// Event reasons.
+// Event reasons. TrafficShifted is recorded by the reconciler whenever it
+// writes a split.
 const (
 	ReasonStepAdvanced     = "StepAdvanced"
 	ReasonTrafficShifted   = "TrafficShifted"
@@ -120,7 +121,7 @@ func prepareSubsets(st api.Status, obs Observation) (api.Status, Action, bool) {
 		drained := cur
 		drained.CanaryWeight = 0
 		st.CanaryWeight = 0
-		return st, Action{Split: &drained, Events: []Event{{ReasonTrafficShifted, "canary weight 0% before switching canary to " + st.CanaryVersion}}}, true
+		return st, Action{Split: &drained}, true
 	}
 	// Guard: the stable subset may be narrowed to the stable version while it
 	// carries traffic only if that version has available pods behind it.
@@ -177,7 +178,6 @@ func shift(st api.Status, cur routes.Split, weight int32, act Action) (api.Statu
 	want := cur
 	want.CanaryWeight = weight
 	act.Split = &want
-	act.Events = append(act.Events, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", st.CanaryVersion, weight, st.StableVersion, 100-weight)})
 	st.CanaryWeight = weight
 	st.Message = fmt.Sprintf("canary weight %d%%", weight)
 	return st, act

@@ -2,11 +2,13 @@ package canary
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/go-openapi/jsonpointer"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +32,11 @@ const degradedRetry = 10 * time.Second
 
 // Reconciler drives the releases of opted-in Deployments.
 type Reconciler struct {
-	Client   client.Client
+	// Client writes, and reads what only triggers work (lists for watches).
+	Client client.Client
+	// Reader reads what decisions rest on, uncached (the manager's API
+	// reader): a stale cache would replay an old step's move.
+	Reader   client.Reader
 	Recorder events.EventRecorder
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -71,7 +77,7 @@ func (r *Reconciler) releasesInNamespace(ctx context.Context, o client.Object) [
 // Reconcile loads a release, makes its next move and persists its status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	d := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, req.NamespacedName, d); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, d); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	st, err := api.StatusFrom(d.Annotations)
@@ -91,7 +97,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return r.degraded(ctx, d, *st, err)
 	}
-	router := routes.NewIstio(r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+	router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
 	obs, err := r.observe(ctx, d, router)
 	if err != nil {
 		return r.degraded(ctx, d, *st, err)
@@ -124,7 +130,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 		Rolled:          rolledOut(d),
 	}
 	c := &appsv1.Deployment{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c)
+	err := r.Reader.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -148,8 +154,15 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		}
 	}
 	if act.Split != nil {
-		if _, err := router.Ensure(ctx, *act.Split); err != nil {
+		wrote, err := router.Ensure(ctx, *act.Split)
+		if err != nil {
 			return err
+		}
+		// Recorded as soon as it is written: a status write that fails
+		// next does not undo the traffic change.
+		if wrote {
+			s := act.Split
+			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", s.CanaryVersion, s.CanaryWeight, s.StableVersion, 100-s.CanaryWeight)})
 		}
 	}
 	if act.DeleteCanary {
@@ -161,7 +174,7 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
 	want := desiredCanary(d, replicas)
 	cur := &appsv1.Deployment{}
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), cur)
+	err := r.Reader.Get(ctx, client.ObjectKeyFromObject(want), cur)
 	if apierrors.IsNotFound(err) {
 		if err := r.Client.Create(ctx, want); err != nil {
 			return fmt.Errorf("create canary deployment: %w", err)
@@ -192,29 +205,59 @@ func (r *Reconciler) deleteCanary(ctx context.Context, d *appsv1.Deployment) err
 }
 
 // persist writes the status, the unpause and the finalizer's removal in one
-// patch, locked on the resourceVersion read, so an edit made meanwhile (a new
-// version, say) is never overwritten: the patch conflicts and the release is
-// reconciled again from the fresh object.
+// JSON patch that first tests the status annotation, the version label and
+// the finalizers it read: an edit made meanwhile (a new version, say) is never
+// overwritten, the patch fails and the release is reconciled again from the
+// fresh object. Status writes of the Deployment controller do not conflict.
 func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.Status, act Action) error {
-	orig := d.DeepCopy()
-	if d.Annotations == nil {
-		d.Annotations = map[string]string{}
-	}
-	d.Annotations[api.AnnotationStatus] = st.Encode()
-	if act.Unpause {
-		d.Spec.Paused = false
-	}
+	ops := []patchOp{}
+	test := func(path string, v any) { ops = append(ops, patchOp{Op: "test", Path: path, Value: v}) }
+	oldStatus, hadStatus := d.Annotations[api.AnnotationStatus]
+	newStatus := st.Encode()
+	finalizers := d.Finalizers
 	if act.Done {
-		d.Finalizers = slices.DeleteFunc(d.Finalizers, func(f string) bool { return f == api.Finalizer })
+		finalizers = slices.DeleteFunc(slices.Clone(d.Finalizers), func(f string) bool { return f == api.Finalizer })
 	}
-	if d.Annotations[api.AnnotationStatus] == orig.Annotations[api.AnnotationStatus] && d.Spec.Paused == orig.Spec.Paused && len(d.Finalizers) == len(orig.Finalizers) {
+	unpause := act.Unpause && d.Spec.Paused
+	if newStatus == oldStatus && !unpause && len(finalizers) == len(d.Finalizers) {
 		return nil
 	}
-	if err := r.Client.Patch(ctx, d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+	key := api.VersionLabel(d.Annotations)
+	test("/spec/template/metadata/labels/"+jsonpointer.Escape(key), d.Spec.Template.Labels[key])
+	if hadStatus {
+		test(statusPointer, oldStatus)
+	}
+	ops = append(ops, patchOp{Op: "add", Path: statusPointer, Value: newStatus})
+	if unpause {
+		ops = append(ops, patchOp{Op: "replace", Path: "/spec/paused", Value: false})
+	}
+	if len(finalizers) != len(d.Finalizers) {
+		test("/metadata/finalizers", d.Finalizers)
+		ops = append(ops, patchOp{Op: "replace", Path: "/metadata/finalizers", Value: finalizers})
+	}
+	if d.Annotations == nil {
+		ops = slices.Insert(ops, 0, patchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{}})
+	}
+	data, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
 		return fmt.Errorf("patch deployment status: %w", err)
 	}
 	return nil
 }
+
+// patchOp is one RFC 6902 operation. Value is always sent, so that a test
+// for false or "" means what it says.
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// statusPointer is the JSON pointer of the status annotation.
+var statusPointer = "/metadata/annotations/" + jsonpointer.Escape(api.AnnotationStatus)
 
 // degraded records why a release cannot proceed and retries later. Errors
 // other than a missing object or an invalid strategy are returned for
@@ -247,7 +290,7 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 		return nil
 	}
 	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() {
-		router := routes.NewIstio(r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+		router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
 		split, err := router.Observe(ctx)
 		if err == nil && split.CanaryWeight > 0 {
 			split.CanaryWeight = 0

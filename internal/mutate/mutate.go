@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-openapi/jsonpointer"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,9 +26,8 @@ import (
 // Path is where the webhook is served.
 const Path = "/mutate-apps-v1-deployment"
 
-// statusPointer is the JSON pointer of the status annotation ("/" in the key
-// escaped as "~1", RFC 6901).
-const statusPointer = "/metadata/annotations/" + api.Domain + "~1status"
+// statusPointer is the JSON pointer of the status annotation.
+var statusPointer = "/metadata/annotations/" + jsonpointer.Escape(api.AnnotationStatus)
 
 // Handler answers admission reviews of Deployments.
 type Handler struct {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
+	"github.com/go-openapi/jsonpointer"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -19,6 +19,7 @@ import (
 // weights of their stable and canary destinations) and a DestinationRule's
 // stable and canary subsets (their version label).
 type Istio struct {
+	reader     client.Reader
 	client     client.Client
 	namespace  string
 	versionKey string
@@ -28,9 +29,11 @@ type Istio struct {
 var _ Router = (*Istio)(nil)
 
 // NewIstio returns a Router for the Istio objects cfg names in namespace;
-// versionKey is the pod label the subsets select versions by.
-func NewIstio(c client.Client, namespace, versionKey string, cfg api.IstioRouting) *Istio {
-	return &Istio{client: c, namespace: namespace, versionKey: versionKey, cfg: cfg}
+// versionKey is the pod label the subsets select versions by. Reads go
+// through reader, which should be uncached: a decision to relabel a subset
+// must never rest on a stale weight.
+func NewIstio(reader client.Reader, c client.Client, namespace, versionKey string, cfg api.IstioRouting) *Istio {
+	return &Istio{reader: reader, client: c, namespace: namespace, versionKey: versionKey, cfg: cfg}
 }
 
 // Observe implements Router.
@@ -82,14 +85,14 @@ func (r *Istio) Ensure(ctx context.Context, want Split) (bool, error) {
 
 func (r *Istio) get(ctx context.Context) (*networkingv1.DestinationRule, *networkingv1.VirtualService, error) {
 	dr := &networkingv1.DestinationRule{}
-	if err := r.client.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.DestinationRule}, dr); err != nil {
+	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.DestinationRule}, dr); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil, fmt.Errorf("DestinationRule %s/%s not found: %w", r.namespace, r.cfg.DestinationRule, ErrMissing)
 		}
 		return nil, nil, fmt.Errorf("get destinationrule %s: %w", r.cfg.DestinationRule, err)
 	}
 	vs := &networkingv1.VirtualService{}
-	if err := r.client.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.VirtualService}, vs); err != nil {
+	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.VirtualService}, vs); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil, fmt.Errorf("VirtualService %s/%s not found: %w", r.namespace, r.cfg.VirtualService, ErrMissing)
 		}
@@ -166,12 +169,12 @@ func subsetPatch(dr *networkingv1.DestinationRule, cfg api.IstioRouting, key str
 		base := fmt.Sprintf("/spec/subsets/%d/labels", s.idx)
 		switch {
 		case s.version == "" && has:
-			ops = append(ops, patchOp{Op: "remove", Path: base + "/" + escape(key)})
+			ops = append(ops, patchOp{Op: "remove", Path: base + "/" + jsonpointer.Escape(key)})
 		case s.version == "" || (has && cur == s.version):
 		case labels == nil:
 			ops = append(ops, patchOp{Op: "add", Path: base, Value: map[string]string{key: s.version}})
 		default:
-			ops = append(ops, patchOp{Op: "add", Path: base + "/" + escape(key), Value: s.version})
+			ops = append(ops, patchOp{Op: "add", Path: base + "/" + jsonpointer.Escape(key), Value: s.version})
 		}
 	}
 	return ops, nil
@@ -252,9 +255,4 @@ func weightPatch(vs *networkingv1.VirtualService, cfg api.IstioRouting, weight i
 		}
 	}
 	return ops, nil
-}
-
-// escape encodes a map key as an RFC 6901 JSON pointer token.
-func escape(key string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
 }

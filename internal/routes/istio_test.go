@@ -151,9 +151,3 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
-
-func TestEscape(t *testing.T) {
-	if got := escape("app.kubernetes.io/version~x"); got != "app.kubernetes.io~1version~0x" {
-		t.Errorf("escape = %q", got)
-	}
-}
