@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -170,10 +171,15 @@ func (a *app) virtualService() *istionetworkingv1.VirtualService {
 	return vs
 }
 
-// versionEdit is the JSON patch `kubectl edit` sends for a version bump.
+// versionEdit is the JSON patch `kubectl edit` sends for a version bump; v1
+// is the seed's original template (image tag v0.2).
 func versionEdit(v string) []byte {
+	tag := v
+	if v == "v1" {
+		tag = "v0.2"
+	}
 	return []byte(fmt.Sprintf(`[{"op":"replace","path":"/spec/template/metadata/labels/version","value":%q},
-{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"release-ci.daocloud.io/mspider/spring-dubbo3-provider:%s"}]`, v, v))
+{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"release-ci.daocloud.io/mspider/spring-dubbo3-provider:%s"}]`, v, tag))
 }
 
 // whenVersionEdited changes the pod template's version as a user would.
@@ -401,4 +407,21 @@ func eventTime(e *corev1.Event) time.Time {
 		return e.EventTime.Time
 	}
 	return e.FirstTimestamp.Time
+}
+
+// replicaSets lists the names of the Deployment's own ReplicaSets.
+func (a *app) replicaSets() []string {
+	a.t.Helper()
+	var list appsv1.ReplicaSetList
+	if err := a.c.Client.List(context.Background(), &list, client.InNamespace(a.ns)); err != nil {
+		a.t.Fatal(err)
+	}
+	var out []string
+	for _, rs := range list.Items {
+		if ref := metav1.GetControllerOf(&rs); ref != nil && ref.Name == a.name {
+			out = append(out, rs.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -297,3 +297,59 @@ func TestMissingVirtualServiceWaits(t *testing.T) {
 	a.waitAvailable("v2")
 }
 
+// Editing the version back to stable mid-release rolls back: all traffic to
+// stable, the canary removed, the Deployment resumed on its old template.
+func TestEditBackRollsBack(t *testing.T) {
+	a := givenApp(t, 2, "- setWeight: 50\n- pause: {}\n")
+	rs := a.replicaSets()
+	rec := a.record()
+	a.whenVersionEdited("v2")
+	a.waitPhase(api.PhasePaused, 30*time.Second)
+	a.whenVersionEdited("v1")
+	st := a.waitPhase(api.PhaseHealthy, 30*time.Second)
+	a.waitAvailable("v1")
+	hist := rec.history()
+	if st.StableVersion != "v1" || !strings.Contains(st.Message, "rolled back to v1") {
+		t.Errorf("status %+v, want Healthy on v1 after a rollback", st)
+	}
+	if !a.canaryGone() {
+		t.Error("canary left after the rollback")
+	}
+	last := hist[len(hist)-1]
+	if last.stableWeight != 100 || last.stableSubset["version"] != "v1" || last.canarySubset["version"] != "v1" {
+		t.Errorf("routes after rollback: %s, want everything on v1", last.routes())
+	}
+	if got := a.replicaSets(); !cmp.Equal(rs, got) {
+		t.Errorf("the stable pods were replaced: ReplicaSets %v, then %v", rs, got)
+	}
+}
+
+// A new version during a release drains the canary before its subset
+// changes, then walks the steps again for the newest version.
+func TestNewVersionMidRelease(t *testing.T) {
+	a := givenApp(t, 2, "- setWeight: 50\n- pause: {}\n")
+	rec := a.record()
+	a.whenVersionEdited("v2")
+	a.waitPhase(api.PhasePaused, 30*time.Second)
+	a.whenVersionEdited("v3")
+	framework.WaitFor(t, 30*time.Second, "the release of v3 paused at 50%", func(context.Context) (bool, error) {
+		st := a.status()
+		return st.Phase == api.PhasePaused && st.CanaryVersion == "v3" && st.CanaryWeight == 50, nil
+	})
+	hist := rec.history() // fails on traffic to a subset without Ready pods
+	// The v2 canary carried 50%; it went to 0 before its subset moved to v3.
+	events := strings.Join(a.events(), "\n")
+	drain := "TrafficShifted: canary v2 weight 0%, stable v1 weight 100%"
+	relabel := "TrafficShifted: canary v3 weight 0%, stable v1 weight 100%"
+	if i, j := strings.Index(events, drain), strings.Index(events, relabel); i < 0 || j < i {
+		t.Errorf("want %q before %q; events:\n%s", drain, relabel, events)
+	}
+	st := a.status()
+	if st.StableVersion != "v1" {
+		t.Errorf("stable version %q, want v1 (the release keeps its stable)", st.StableVersion)
+	}
+	last := hist[len(hist)-1]
+	if last.canarySubset["version"] != "v3" || last.canaryWeight != 50 || last.stableSubset["version"] != "v1" {
+		t.Errorf("routes: %s, want canary v3 at 50 and stable v1", last.routes())
+	}
+}
