@@ -28,6 +28,9 @@ const (
 	AnnotationVersionLabel = Domain + "/version-label"
 	// AnnotationStatus is the controller's progress, as JSON (see Status).
 	AnnotationStatus = Domain + "/status"
+	// AnnotationAction is a one-shot request from a person (see Action); the
+	// controller clears it once it acted.
+	AnnotationAction = Domain + "/action"
 
 	// Finalizer keeps a Deployment that is mid-rollout until vane has sent its
 	// traffic back to stable and removed the canary.

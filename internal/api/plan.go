@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,17 +23,31 @@ type Plan struct {
 	Steps []Step
 }
 
-// IstioRouting names the VirtualService routes and DestinationRule subsets
-// that carry the stable and canary traffic.
+// IstioRouting names the VirtualService routes and the two pools of pods
+// (DestinationRule subsets, or Services) that carry the stable and canary
+// traffic.
 type IstioRouting struct {
 	VirtualService string
 	// Routes are the names of the VirtualService's http routes whose
 	// stable/canary weights vane sets.
-	Routes          []string
+	Routes []string
+	// ManagedRoutes are the names of the http routes vane adds and removes
+	// (setHeaderRoute), placed before Routes.
+	ManagedRoutes []string
+	// DestinationRule and its subsets, for a split by subset. Empty for a
+	// split by host.
 	DestinationRule string
 	StableSubset    string
 	CanarySubset    string
+	// StableService and CanaryService, for a split by host: vane pins their
+	// selectors to the stable and canary versions. Empty when not given.
+	StableService string
+	CanaryService string
 }
+
+// BySubset reports whether traffic is split by DestinationRule subsets
+// (otherwise by the hosts of StableService and CanaryService).
+func (r IstioRouting) BySubset() bool { return r.DestinationRule != "" }
 
 // Step is one step of a release: exactly one of its fields is set.
 type Step struct {
@@ -39,11 +55,42 @@ type Step struct {
 	SetWeight *int32
 	// Pause holds the release at the current weight.
 	Pause *Pause
+	// SetCanaryScale sizes the canary independently of its weight.
+	SetCanaryScale *CanaryScale
+	// SetHeaderRoute adds, changes or (with no Match) removes a managed
+	// route that sends matching requests to the canary.
+	SetHeaderRoute *HeaderRoute
 }
 
 // Pause holds a release. A nil Duration waits until a person promotes it.
 type Pause struct {
 	Duration *time.Duration
+}
+
+// CanaryScale sizes the canary: exactly one field is set.
+type CanaryScale struct {
+	// Weight is a percentage of the Deployment's replicas.
+	Weight *int32
+	// Replicas is a number of pods.
+	Replicas *int32
+	// MatchTrafficWeight returns to sizing the canary by its traffic weight.
+	MatchTrafficWeight bool
+}
+
+// HeaderRoute is a managed route matching requests by headers (all of
+// Match) and sending them to the canary. No Match removes the route.
+type HeaderRoute struct {
+	Name  string
+	Match []HeaderMatch
+}
+
+// HeaderMatch matches one request header; exactly one of Exact, Prefix and
+// Regex (RE2, as Envoy uses) is set.
+type HeaderMatch struct {
+	Name   string
+	Exact  string
+	Prefix string
+	Regex  string
 }
 
 // VersionLabel returns the pod-template label key whose change starts a
@@ -61,13 +108,17 @@ func VersionLabel(annotations map[string]string) string {
 type rawCanary struct {
 	TrafficRouting *rawTrafficRouting `json:"trafficRouting"`
 	Steps          []rawStep          `json:"steps"`
-	CanaryService  *string            `json:"canaryService"`
-	StableService  *string            `json:"stableService"`
+	CanaryService  string             `json:"canaryService"`
+	StableService  string             `json:"stableService"`
 }
 
 type rawTrafficRouting struct {
-	Istio         *rawIstio `json:"istio"`
-	ManagedRoutes any       `json:"managedRoutes"`
+	Istio         *rawIstio         `json:"istio"`
+	ManagedRoutes []rawManagedRoute `json:"managedRoutes"`
+}
+
+type rawManagedRoute struct {
+	Name string `json:"name"`
 }
 
 type rawIstio struct {
@@ -87,14 +138,36 @@ type rawDestinationRule struct {
 }
 
 type rawStep struct {
-	SetWeight      *json.Number `json:"setWeight"`
-	Pause          *rawPause    `json:"pause"`
-	SetCanaryScale any          `json:"setCanaryScale"`
-	SetHeaderRoute any          `json:"setHeaderRoute"`
+	SetWeight      *json.Number       `json:"setWeight"`
+	Pause          *rawPause          `json:"pause"`
+	SetCanaryScale *rawCanaryScale    `json:"setCanaryScale"`
+	SetHeaderRoute *rawSetHeaderRoute `json:"setHeaderRoute"`
 }
 
 type rawPause struct {
 	Duration *json.RawMessage `json:"duration"`
+}
+
+type rawCanaryScale struct {
+	Weight             *json.Number `json:"weight"`
+	Replicas           *json.Number `json:"replicas"`
+	MatchTrafficWeight bool         `json:"matchTrafficWeight"`
+}
+
+type rawSetHeaderRoute struct {
+	Name  string           `json:"name"`
+	Match []rawHeaderMatch `json:"match"`
+}
+
+type rawHeaderMatch struct {
+	HeaderName  string          `json:"headerName"`
+	HeaderValue *rawStringMatch `json:"headerValue"`
+}
+
+type rawStringMatch struct {
+	Exact  string `json:"exact"`
+	Prefix string `json:"prefix"`
+	Regex  string `json:"regex"`
 }
 
 // ParsePlan decodes and validates the strategy annotation. Every error names
@@ -136,24 +209,21 @@ func decodeStrict(text string) (*rawCanary, error) {
 		for _, e := range strict {
 			msgs = append(msgs, e.Error())
 		}
-		return nil, fieldErr("", "has %s; accepted fields are trafficRouting.istio.{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}} and steps[].{setWeight,pause{duration}}", strings.Join(msgs, "; "))
+		return nil, fieldErr("", "has %s; accepted fields are canaryService, stableService, trafficRouting.{istio{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}},managedRoutes[].name} and steps[].{setWeight,pause{duration},setCanaryScale{weight|replicas|matchTrafficWeight},setHeaderRoute{name,match[]{headerName,headerValue{exact|prefix|regex}}}}", strings.Join(msgs, "; "))
 	}
 	return &raw, nil
 }
 
 func (r *rawCanary) validate() (*Plan, error) {
-	if r.CanaryService != nil {
-		return nil, notYet("canaryService")
-	}
-	if r.StableService != nil {
-		return nil, notYet("stableService")
-	}
 	p := &Plan{}
 	if err := r.TrafficRouting.validate(&p.Istio); err != nil {
 		return nil, err
 	}
+	if err := r.validateServices(&p.Istio); err != nil {
+		return nil, err
+	}
 	for i, s := range r.Steps {
-		step, err := s.validate(fmt.Sprintf("steps[%d]", i))
+		step, err := s.validate(fmt.Sprintf("steps[%d]", i), p.Istio.ManagedRoutes)
 		if err != nil {
 			return nil, err
 		}
@@ -162,12 +232,24 @@ func (r *rawCanary) validate() (*Plan, error) {
 	return p, nil
 }
 
+// validateServices checks the host-level split: both Services or none, and
+// at least one way to tell stable from canary.
+func (r *rawCanary) validateServices(out *IstioRouting) error {
+	switch {
+	case (r.CanaryService == "") != (r.StableService == ""):
+		return fieldErr("canaryService", "and stableService go together: name both Services (a host-level split) or neither")
+	case r.CanaryService != "" && r.CanaryService == r.StableService:
+		return fieldErr("canaryService", "and stableService must differ, both are %q", r.CanaryService)
+	case r.CanaryService == "" && !out.BySubset():
+		return fieldErr("trafficRouting.istio.destinationRule", "is required unless canaryService and stableService are given: {name, stableSubsetName, canarySubsetName}")
+	}
+	out.CanaryService, out.StableService = r.CanaryService, r.StableService
+	return nil
+}
+
 func (t *rawTrafficRouting) validate(out *IstioRouting) error {
 	if t == nil || t.Istio == nil {
-		return fieldErr("trafficRouting.istio", "is required: name the virtualService and destinationRule (a release without a mesh is not supported yet)")
-	}
-	if t.ManagedRoutes != nil {
-		return notYet("trafficRouting.managedRoutes")
+		return fieldErr("trafficRouting.istio", "is required: name the virtualService and a destinationRule or canaryService/stableService (a release without a mesh is not supported yet)")
 	}
 	vs, dr := t.Istio.VirtualService, t.Istio.DestinationRule
 	if vs == nil || vs.Name == "" {
@@ -178,16 +260,19 @@ func (t *rawTrafficRouting) validate(out *IstioRouting) error {
 	}
 	seen := map[string]bool{}
 	for i, name := range vs.Routes {
-		if name == "" {
-			return fieldErr(fmt.Sprintf("trafficRouting.istio.virtualService.routes[%d]", i), "is empty: give the name of an http route of the VirtualService")
+		if err := uniqueName(fmt.Sprintf("trafficRouting.istio.virtualService.routes[%d]", i), name, seen); err != nil {
+			return err
 		}
-		if seen[name] {
-			return fieldErr(fmt.Sprintf("trafficRouting.istio.virtualService.routes[%d]", i), "repeats route %q: name each route once", name)
+	}
+	out.VirtualService, out.Routes = vs.Name, vs.Routes
+	for i, m := range t.ManagedRoutes {
+		if err := uniqueName(fmt.Sprintf("trafficRouting.managedRoutes[%d].name", i), m.Name, seen); err != nil {
+			return err
 		}
-		seen[name] = true
+		out.ManagedRoutes = append(out.ManagedRoutes, m.Name)
 	}
 	if dr == nil {
-		return fieldErr("trafficRouting.istio.destinationRule", "is required: {name, stableSubsetName, canarySubsetName} (a host-level split with canaryService/stableService is not supported yet)")
+		return nil
 	}
 	for _, f := range []struct{ name, value string }{{"name", dr.Name}, {"stableSubsetName", dr.StableSubsetName}, {"canarySubsetName", dr.CanarySubsetName}} {
 		if f.value == "" {
@@ -197,40 +282,120 @@ func (t *rawTrafficRouting) validate(out *IstioRouting) error {
 	if dr.StableSubsetName == dr.CanarySubsetName {
 		return fieldErr("trafficRouting.istio.destinationRule", "stableSubsetName and canarySubsetName must differ, both are %q", dr.StableSubsetName)
 	}
-	*out = IstioRouting{
-		VirtualService:  vs.Name,
-		Routes:          vs.Routes,
-		DestinationRule: dr.Name,
-		StableSubset:    dr.StableSubsetName,
-		CanarySubset:    dr.CanarySubsetName,
-	}
+	out.DestinationRule, out.StableSubset, out.CanarySubset = dr.Name, dr.StableSubsetName, dr.CanarySubsetName
 	return nil
 }
 
-func (s rawStep) validate(path string) (Step, error) {
-	switch {
-	case s.SetCanaryScale != nil:
-		return Step{}, notYet(path + ".setCanaryScale")
-	case s.SetHeaderRoute != nil:
-		return Step{}, notYet(path + ".setHeaderRoute")
-	case s.SetWeight != nil && s.Pause != nil:
-		return Step{}, fieldErr(path, "has both setWeight and pause: give each its own step")
-	case s.SetWeight != nil:
-		w, err := strconv.ParseInt(s.SetWeight.String(), 10, 32)
-		if err != nil || w < 0 || w > 100 {
-			return Step{}, fieldErr(path+".setWeight", "%s is not allowed: must be an integer from 0 to 100", s.SetWeight.String())
+// uniqueName checks a route name: not empty, not seen before among the
+// routes and managed routes.
+func uniqueName(path, name string, seen map[string]bool) error {
+	if name == "" {
+		return fieldErr(path, "is empty: give the name of an http route of the VirtualService")
+	}
+	if seen[name] {
+		return fieldErr(path, "repeats route %q: name each route once, in routes or in managedRoutes", name)
+	}
+	seen[name] = true
+	return nil
+}
+
+func (s rawStep) validate(path string, managed []string) (Step, error) {
+	set := 0
+	for _, present := range []bool{s.SetWeight != nil, s.Pause != nil, s.SetCanaryScale != nil, s.SetHeaderRoute != nil} {
+		if present {
+			set++
 		}
-		w32 := int32(w)
-		return Step{SetWeight: &w32}, nil
+	}
+	switch {
+	case set == 0:
+		return Step{}, fieldErr(path, "is empty: a step is one of setWeight: <0-100>, pause: {duration: 10m}, pause: {}, setCanaryScale: {...} or setHeaderRoute: {...}")
+	case set > 1:
+		return Step{}, fieldErr(path, "has more than one action: give each of setWeight, pause, setCanaryScale and setHeaderRoute its own step")
+	case s.SetWeight != nil:
+		w, err := percent(path+".setWeight", s.SetWeight)
+		return Step{SetWeight: w}, err
 	case s.Pause != nil:
 		d, err := s.Pause.duration(path + ".pause.duration")
-		if err != nil {
-			return Step{}, err
-		}
-		return Step{Pause: &Pause{Duration: d}}, nil
+		return Step{Pause: &Pause{Duration: d}}, err
+	case s.SetCanaryScale != nil:
+		cs, err := s.SetCanaryScale.validate(path + ".setCanaryScale")
+		return Step{SetCanaryScale: cs}, err
 	default:
-		return Step{}, fieldErr(path, "is empty: a step is one of setWeight: <0-100>, pause: {duration: 10m} or pause: {}")
+		hr, err := s.SetHeaderRoute.validate(path+".setHeaderRoute", managed)
+		return Step{SetHeaderRoute: hr}, err
 	}
+}
+
+func percent(path string, n *json.Number) (*int32, error) {
+	w, err := strconv.ParseInt(n.String(), 10, 32)
+	if err != nil || w < 0 || w > 100 {
+		return nil, fieldErr(path, "%s is not allowed: must be an integer from 0 to 100", n.String())
+	}
+	w32 := int32(w)
+	return &w32, nil
+}
+
+func (c *rawCanaryScale) validate(path string) (*CanaryScale, error) {
+	set := 0
+	for _, present := range []bool{c.Weight != nil, c.Replicas != nil, c.MatchTrafficWeight} {
+		if present {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fieldErr(path, "must set exactly one of weight: <0-100> (percent of the Deployment's replicas), replicas: <n> or matchTrafficWeight: true")
+	}
+	switch {
+	case c.Weight != nil:
+		w, err := percent(path+".weight", c.Weight)
+		return &CanaryScale{Weight: w}, err
+	case c.Replicas != nil:
+		n, err := strconv.ParseInt(c.Replicas.String(), 10, 32)
+		if err != nil || n < 0 {
+			return nil, fieldErr(path+".replicas", "%s is not allowed: must be a whole number of pods, 0 or more", c.Replicas.String())
+		}
+		n32 := int32(n)
+		return &CanaryScale{Replicas: &n32}, nil
+	default:
+		return &CanaryScale{MatchTrafficWeight: true}, nil
+	}
+}
+
+func (h *rawSetHeaderRoute) validate(path string, managed []string) (*HeaderRoute, error) {
+	if h.Name == "" {
+		return nil, fieldErr(path+".name", "is required: the name of a route listed in trafficRouting.managedRoutes")
+	}
+	if !slices.Contains(managed, h.Name) {
+		return nil, fieldErr(path+".name", "%q is not listed in trafficRouting.managedRoutes: add {name: %s} there", h.Name, h.Name)
+	}
+	out := &HeaderRoute{Name: h.Name}
+	for i, m := range h.Match {
+		mp := fmt.Sprintf("%s.match[%d]", path, i)
+		if m.HeaderName == "" {
+			return nil, fieldErr(mp+".headerName", "is required")
+		}
+		v := m.HeaderValue
+		if v == nil || countSet(v.Exact, v.Prefix, v.Regex) != 1 {
+			return nil, fieldErr(mp+".headerValue", "must set exactly one of exact, prefix or regex, e.g. {exact: test-v2}")
+		}
+		if v.Regex != "" {
+			if _, err := regexp.Compile(v.Regex); err != nil {
+				return nil, fieldErr(mp+".headerValue.regex", "%q is not a valid RE2 regular expression: %v", v.Regex, err)
+			}
+		}
+		out.Match = append(out.Match, HeaderMatch{Name: m.HeaderName, Exact: v.Exact, Prefix: v.Prefix, Regex: v.Regex})
+	}
+	return out, nil
+}
+
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // duration accepts what Argo Rollouts accepts: a Go duration string ("30s",
@@ -287,10 +452,6 @@ func fieldErr(field, format string, args ...any) error {
 		where += ": " + field
 	}
 	return &strategyError{msg: where + " " + fmt.Sprintf(format, args...)}
-}
-
-func notYet(field string) error {
-	return fieldErr(field, "is not supported yet; remove it (supported: trafficRouting.istio with virtualService and destinationRule, steps setWeight and pause)")
 }
 
 func firstLine(s string) string {

@@ -30,6 +30,31 @@ const seedStrategy = `canary:
         duration: 10m
 `
 
+// seedHeaderStrategy is the header strategy of the seed's
+// rollouts-legacy/v1/rollout-provider.yaml, pasted unchanged.
+const seedHeaderStrategy = `canary:
+  canaryService: dubbo3-provider-canary
+  stableService: dubbo3-provider
+  trafficRouting:
+    managedRoutes:
+      - name: test-v2
+    istio:
+      virtualService:
+        name: provider
+        routes:
+          - test-v1
+  steps:
+    - setCanaryScale:
+        weight: 100
+    - setHeaderRoute:
+        name: test-v2
+        match:
+        - headerName: lane
+          headerValue:
+            exact: test-v2
+    - pause: {}
+`
+
 func ptr[T any](v T) *T { return &v }
 
 func TestParsePlan(t *testing.T) {
@@ -39,6 +64,9 @@ func TestParsePlan(t *testing.T) {
 steps:
 ` + steps
 	}
+	managed := "trafficRouting: {managedRoutes: [{name: lane}], istio: {virtualService: {name: provider, routes: [test-v1]}, destinationRule: {name: dubbo-provider, stableSubsetName: stable, canarySubsetName: canary}}}\n"
+	withManaged := routing
+	withManaged.ManagedRoutes = []string{"lane"}
 	cases := map[string]struct {
 		strategy string
 		want     *Plan
@@ -77,14 +105,72 @@ steps:
 		"zero duration":     {strategy: withSteps("- pause: {duration: 0s}\n"), wantErr: "steps[0].pause.duration 0s is not a duration"},
 		"negative duration": {strategy: withSteps("- pause: {duration: -5}\n"), wantErr: "steps[0].pause.duration -5s is not a duration"},
 		"empty step":        {strategy: withSteps("- {}\n"), wantErr: "steps[0] is empty: a step is one of setWeight"},
-		"two actions":       {strategy: withSteps("- {setWeight: 5, pause: {}}\n"), wantErr: "steps[0] has both setWeight and pause"},
-		"setHeaderRoute":    {strategy: withSteps("- setHeaderRoute: {name: x}\n"), wantErr: "steps[0].setHeaderRoute is not supported yet"},
-		"setCanaryScale":    {strategy: withSteps("- setCanaryScale: {weight: 100}\n"), wantErr: "steps[0].setCanaryScale is not supported yet"},
-		"canaryService":     {strategy: withSteps("  []") + "\ncanaryService: c\n", wantErr: "canaryService is not supported yet"},
-		"stableService":     {strategy: withSteps("  []") + "\nstableService: s\n", wantErr: "stableService is not supported yet"},
-		"managedRoutes": {
-			strategy: "trafficRouting: {managedRoutes: [{name: x}], istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
-			wantErr:  "trafficRouting.managedRoutes is not supported yet",
+		"two actions":       {strategy: withSteps("- {setWeight: 5, pause: {}}\n"), wantErr: "steps[0] has more than one action"},
+		"header route not managed": {
+			strategy: withSteps("- setHeaderRoute: {name: x, match: [{headerName: a, headerValue: {exact: b}}]}\n"),
+			wantErr:  `steps[0].setHeaderRoute.name "x" is not listed in trafficRouting.managedRoutes`,
+		},
+		"header route without name": {
+			strategy: managed + "steps: [{setHeaderRoute: {match: []}}]",
+			wantErr:  "steps[0].setHeaderRoute.name is required",
+		},
+		"header value with two kinds": {
+			strategy: managed + "steps: [{setHeaderRoute: {name: lane, match: [{headerName: a, headerValue: {exact: b, prefix: c}}]}}]",
+			wantErr:  "steps[0].setHeaderRoute.match[0].headerValue must set exactly one of exact, prefix or regex",
+		},
+		"header without name": {
+			strategy: managed + "steps: [{setHeaderRoute: {name: lane, match: [{headerValue: {exact: b}}]}}]",
+			wantErr:  "steps[0].setHeaderRoute.match[0].headerName is required",
+		},
+		"bad regex": {
+			strategy: managed + "steps: [{setHeaderRoute: {name: lane, match: [{headerName: a, headerValue: {regex: \"(\"}}]}}]",
+			wantErr:  `steps[0].setHeaderRoute.match[0].headerValue.regex "(" is not a valid RE2 regular expression`,
+		},
+		"canary scale with two fields": {
+			strategy: withSteps("- setCanaryScale: {weight: 10, replicas: 1}\n"),
+			wantErr:  "steps[0].setCanaryScale must set exactly one of weight",
+		},
+		"canary scale weight above 100": {
+			strategy: withSteps("- setCanaryScale: {weight: 101}\n"),
+			wantErr:  "steps[0].setCanaryScale.weight 101 is not allowed",
+		},
+		"canary scale negative replicas": {
+			strategy: withSteps("- setCanaryScale: {replicas: -1}\n"),
+			wantErr:  "steps[0].setCanaryScale.replicas -1 is not allowed",
+		},
+		"managed route repeats a route": {
+			strategy: "trafficRouting: {managedRoutes: [{name: r}], istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
+			wantErr:  `trafficRouting.managedRoutes[0].name repeats route "r"`,
+		},
+		"canaryService alone": {strategy: withSteps("  []") + "\ncanaryService: c\n", wantErr: "canaryService and stableService go together"},
+		"same services": {
+			strategy: "canaryService: s\nstableService: s\ntrafficRouting: {istio: {virtualService: {name: v, routes: [r]}}}",
+			wantErr:  `canaryService and stableService must differ, both are "s"`,
+		},
+		"seed header strategy (host-level split)": {
+			strategy: seedHeaderStrategy,
+			want: &Plan{
+				Istio: IstioRouting{VirtualService: "provider", Routes: []string{"test-v1"}, ManagedRoutes: []string{"test-v2"}, StableService: "dubbo3-provider", CanaryService: "dubbo3-provider-canary"},
+				Steps: []Step{
+					{SetCanaryScale: &CanaryScale{Weight: ptr[int32](100)}},
+					{SetHeaderRoute: &HeaderRoute{Name: "test-v2", Match: []HeaderMatch{{Name: "lane", Exact: "test-v2"}}}},
+					{Pause: &Pause{}},
+				},
+			},
+		},
+		"header route kinds, removal and scale variants": {
+			strategy: managed + `steps:
+- setHeaderRoute: {name: lane, match: [{headerName: lane, headerValue: {prefix: test}}, {headerName: user, headerValue: {regex: "^(alice|bob)$"}}]}
+- setCanaryScale: {replicas: 2}
+- setCanaryScale: {matchTrafficWeight: true}
+- setHeaderRoute: {name: lane}
+`,
+			want: &Plan{Istio: withManaged, Steps: []Step{
+				{SetHeaderRoute: &HeaderRoute{Name: "lane", Match: []HeaderMatch{{Name: "lane", Prefix: "test"}, {Name: "user", Regex: "^(alice|bob)$"}}}},
+				{SetCanaryScale: &CanaryScale{Replicas: ptr[int32](2)}},
+				{SetCanaryScale: &CanaryScale{MatchTrafficWeight: true}},
+				{SetHeaderRoute: &HeaderRoute{Name: "lane"}},
+			}},
 		},
 		"no traffic routing": {strategy: "steps: []", wantErr: "trafficRouting.istio is required"},
 		"no vs name": {
@@ -103,9 +189,9 @@ steps:
 			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r, r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
 			wantErr:  `routes[1] repeats route "r"`,
 		},
-		"no destination rule": {
+		"no destination rule nor services": {
 			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r]}}}",
-			wantErr:  "trafficRouting.istio.destinationRule is required",
+			wantErr:  "trafficRouting.istio.destinationRule is required unless canaryService and stableService are given",
 		},
 		"no canary subset": {
 			strategy: "trafficRouting: {istio: {virtualService: {name: v, routes: [r]}, destinationRule: {name: d, stableSubsetName: s}}}",

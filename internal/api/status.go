@@ -23,9 +23,46 @@ const (
 	// PhaseDegraded: the release cannot proceed (a referenced object or
 	// route is missing, or the strategy is invalid); it waits and retries.
 	PhaseDegraded Phase = "Degraded"
+	// PhaseAborted: a person aborted the release; all traffic on stable, the
+	// canary scaled to zero, the Deployment still held on the new template
+	// until it is retried or its version is edited.
+	PhaseAborted Phase = "Aborted"
 	// PhaseHealthy: no release in progress; all traffic on stable.
 	PhaseHealthy Phase = "Healthy"
 )
+
+// Action is what a person asks of a release through AnnotationAction.
+type Action string
+
+const (
+	// ActionPromote ends the current pause.
+	ActionPromote Action = "promote"
+	// ActionPromoteFull skips the remaining steps and promotes.
+	ActionPromoteFull Action = "promote-full"
+	// ActionAbort sends all traffic to stable at once and scales the canary
+	// to zero.
+	ActionAbort Action = "abort"
+	// ActionRetry restarts an aborted release from its first step.
+	ActionRetry Action = "retry"
+)
+
+// Actions lists the accepted values of AnnotationAction.
+var Actions = []Action{ActionPromote, ActionPromoteFull, ActionAbort, ActionRetry}
+
+// ActionFrom reads AnnotationAction: "" when absent, an error naming the
+// accepted values when unknown.
+func ActionFrom(annotations map[string]string) (Action, error) {
+	v, ok := annotations[AnnotationAction]
+	if !ok {
+		return "", nil
+	}
+	for _, a := range Actions {
+		if Action(v) == a {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("annotation %s: %q is not an action; use one of promote, promote-full, abort, retry", AnnotationAction, v)
+}
 
 // Status is the controller's progress, kept in AnnotationStatus so that a
 // restarted controller resumes where it was.

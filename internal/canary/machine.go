@@ -29,6 +29,8 @@ type Observation struct {
 	Canary *CanaryObservation
 	// Split is the traffic split the mesh expresses now.
 	Split routes.Split
+	// Action is what a person asked for, "" when nothing.
+	Action api.Action
 }
 
 // CanaryObservation is what the reconciler saw of the canary Deployment.
@@ -51,6 +53,8 @@ type Action struct {
 	Split *routes.Split
 	// Unpause lets the original Deployment roll out natively.
 	Unpause bool
+	// ClearAction removes the person's action annotation: it was acted on.
+	ClearAction bool
 	// Done means the release ended; the finalizer can go.
 	Done bool
 	// RequeueAfter asks to be called again after this long, when nothing
@@ -67,11 +71,15 @@ type Event struct {
 }
 
 // Event reasons. TrafficShifted is recorded by the reconciler whenever it
-// writes a split.
+// writes a split; ActionIgnored and RolloutDegraded are warnings.
 const (
 	ReasonStepAdvanced     = "StepAdvanced"
 	ReasonTrafficShifted   = "TrafficShifted"
 	ReasonPromoting        = "Promoting"
+	ReasonPromoted         = "Promoted"
+	ReasonAborted          = "RolloutAborted"
+	ReasonRetried          = "RolloutRetried"
+	ReasonActionIgnored    = "ActionIgnored"
 	ReasonRolloutCompleted = "RolloutCompleted"
 	ReasonRolledBack       = "RolloutRolledBack"
 	ReasonDegraded         = "RolloutDegraded"
@@ -83,10 +91,15 @@ const (
 func Next(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.Status, Action) {
 	st.StepCount = int32(len(plan.Steps))
 	st.Message = ""
-	if st.Phase == api.PhaseRollingBack {
-		return rollBack(st, obs)
+	if obs.Action != "" {
+		return onAction(st, plan, obs, now)
 	}
-	if st.Phase == api.PhaseDegraded {
+	switch st.Phase {
+	case api.PhaseRollingBack:
+		return rollBack(st, obs)
+	case api.PhaseAborted:
+		return aborted(st, obs)
+	case api.PhaseDegraded:
 		st.Phase = api.PhaseProgressing
 	}
 	if st.CurrentStepIndex < st.StepCount || obs.Split.StableVersion != st.CanaryVersion {
@@ -95,66 +108,176 @@ func Next(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.St
 		}
 	}
 	if st.CurrentStepIndex < st.StepCount {
-		step := plan.Steps[st.CurrentStepIndex]
 		st.Phase = api.PhaseProgressing
-		if step.SetWeight != nil {
-			return setWeight(st, *step.SetWeight, obs, now)
-		}
-		return pause(st, step.Pause, now)
+		return runStep(st, plan, obs, now)
 	}
 	return promote(st, obs, now)
 }
 
-// prepareSubsets points the stable subset at the stable version and the
-// canary subset at the canary version before any step runs. It reports
+// onAction carries out what a person asked for. The annotation is cleared
+// whether the action applied or not; an action that does not apply is
+// reported, never silently dropped.
+func onAction(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.Status, Action) {
+	stepping := st.CurrentStepIndex < st.StepCount && (st.Phase == api.PhaseProgressing || st.Phase == api.PhasePaused || st.Phase == api.PhaseDegraded)
+	ignore := func(why string) (api.Status, Action) {
+		return st, Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, fmt.Sprintf("action %s ignored: %s", obs.Action, why)}}}
+	}
+	switch obs.Action {
+	case api.ActionAbort:
+		// Once the original rolls out the new version there is no canary to
+		// abort: editing the version back rolls back instead.
+		if st.Phase == api.PhaseRollingBack || st.Phase == api.PhaseAborted || (st.Phase == api.PhasePromoting && !obs.Paused) {
+			return ignore(fmt.Sprintf("the release is %s; to go back, edit the version to %s", st.Phase, st.StableVersion))
+		}
+		st.Phase = api.PhaseAborted
+		next, act := aborted(st, obs)
+		act.ClearAction = true
+		act.Events = append(act.Events, Event{ReasonAborted, fmt.Sprintf("aborted at step %d/%d: all traffic to stable %s, canary %s scaled to zero", st.CurrentStepIndex, st.StepCount, st.StableVersion, st.CanaryVersion)})
+		return next, act
+	case api.ActionRetry:
+		if st.Phase != api.PhaseAborted {
+			return ignore("only an aborted release can be retried")
+		}
+		st.Phase, st.CurrentStepIndex, st.CanaryWeight = api.PhaseProgressing, 0, 0
+		st.StepStartedAt = &metav1.MicroTime{Time: now}
+		st.Message = "retrying from step 0"
+		return st, Action{ClearAction: true, Events: []Event{{ReasonRetried, fmt.Sprintf("release of %s retried from step 0", st.CanaryVersion)}}}
+	case api.ActionPromoteFull:
+		if !stepping {
+			return ignore(fmt.Sprintf("the release is %s, not walking its steps", st.Phase))
+		}
+		skipped := fmt.Sprintf("promoted in full: steps %d to %d skipped", st.CurrentStepIndex+1, st.StepCount)
+		st.CurrentStepIndex = st.StepCount
+		st.StepStartedAt = &metav1.MicroTime{Time: now}
+		st.Message = "remaining steps skipped"
+		return st, Action{ClearAction: true, Events: []Event{{ReasonPromoted, skipped}}}
+	default: // promote
+		if !stepping || plan.Steps[st.CurrentStepIndex].Pause == nil {
+			return ignore(fmt.Sprintf("the release is not paused (phase %s, step %d/%d)", st.Phase, st.CurrentStepIndex, st.StepCount))
+		}
+		st.Phase = api.PhaseProgressing
+		next, act := advance(st, now, Action{ClearAction: true}, "promoted")
+		act.Events = append(act.Events, Event{ReasonPromoted, fmt.Sprintf("pause at step %d/%d ended by a person", st.CurrentStepIndex+1, st.StepCount)})
+		return next, act
+	}
+}
+
+// aborted keeps an aborted release where a person put it: all traffic and
+// header routes on stable first, then the canary scaled to zero.
+func aborted(st api.Status, obs Observation) (api.Status, Action) {
+	st.Phase, st.CanaryWeight = api.PhaseAborted, 0
+	st.Message = fmt.Sprintf("aborted: all traffic on stable %s, canary scaled to zero; set %s=retry to start again, or edit the version", st.StableVersion, api.AnnotationAction)
+	want := obs.Split
+	want.CanaryWeight, want.HeaderRoutes = 0, nil
+	if !obs.Split.Equal(want) {
+		return st, Action{Split: &want}
+	}
+	if obs.Canary != nil && obs.Canary.Replicas > 0 {
+		zero := int32(0)
+		return st, Action{CanaryReplicas: &zero}
+	}
+	return st, Action{}
+}
+
+// prepareSubsets points the stable pool at the stable version and the
+// canary pool at the canary version before any step runs. It reports
 // wait=true when it returned a move to make first.
 func prepareSubsets(st api.Status, obs Observation) (api.Status, Action, bool) {
 	cur := obs.Split
 	if cur.StableVersion == st.StableVersion && cur.CanaryVersion == st.CanaryVersion {
 		return st, Action{}, false
 	}
-	// Guard: a subset is relabeled only while it carries no traffic, so pods
-	// of a version about to be dropped never keep receiving requests they
-	// would fail. The canary is drained to 0 first.
-	if cur.CanaryVersion != st.CanaryVersion && cur.CanaryWeight > 0 {
+	// Guard: a pool is relabeled only while it carries no traffic, so pods
+	// of a version about to be dropped never keep receiving requests. The
+	// canary (weight and header routes) is drained first.
+	if cur.CanaryVersion != st.CanaryVersion && (cur.CanaryWeight > 0 || len(cur.HeaderRoutes) > 0) {
 		st.Message = fmt.Sprintf("draining canary %s before it changes to %s", cur.CanaryVersion, st.CanaryVersion)
 		drained := cur
-		drained.CanaryWeight = 0
+		drained.CanaryWeight, drained.HeaderRoutes = 0, nil
 		st.CanaryWeight = 0
 		return st, Action{Split: &drained}, true
 	}
-	// Guard: the stable subset may be narrowed to the stable version while it
+	// Guard: the stable pool may be narrowed to the stable version while it
 	// carries traffic only if that version has available pods behind it.
 	if cur.StableVersion != st.StableVersion && cur.CanaryWeight < 100 && obs.StableAvailable == 0 {
 		st.Message = fmt.Sprintf("waiting for available pods of stable version %s", st.StableVersion)
 		return st, Action{}, true
 	}
-	want := routes.Split{StableVersion: st.StableVersion, CanaryVersion: st.CanaryVersion, CanaryWeight: cur.CanaryWeight}
-	if cur.CanaryVersion != st.CanaryVersion {
-		want.CanaryWeight = 0
-	}
-	st.Message = fmt.Sprintf("subsets: stable %s, canary %s", st.StableVersion, st.CanaryVersion)
+	want := cur
+	want.StableVersion, want.CanaryVersion = st.StableVersion, st.CanaryVersion
+	st.Message = fmt.Sprintf("pools: stable %s, canary %s", st.StableVersion, st.CanaryVersion)
 	return st, Action{Split: &want}, true
 }
 
-// setWeight runs a setWeight step: size the canary for the weight, wait for
-// its pods, then write the weight.
-func setWeight(st api.Status, weight int32, obs Observation, now time.Time) (api.Status, Action) {
+// runStep runs the current step. Header routes and canary scale come from
+// the steps before it.
+func runStep(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.Status, Action) {
+	i := st.CurrentStepIndex
+	step := plan.Steps[i]
+	headers := HeaderRoutesAt(plan, i)
+	scale := CanaryScaleAt(plan, i)
+	switch {
+	case step.SetWeight != nil:
+		w := *step.SetWeight
+		return setWeight(st, w, desiredReplicas(scale, w, headers, obs.Replicas), headers, obs, now)
+	case step.SetCanaryScale != nil:
+		after := CanaryScaleAt(plan, i+1)
+		replicas := desiredReplicas(after, st.CanaryWeight, headers, obs.Replicas)
+		if act, waiting := ensureCanary(&st, replicas, obs); waiting {
+			return st, act
+		}
+		return advance(st, now, Action{}, fmt.Sprintf("canary scaled to %d replicas", replicas))
+	case step.SetHeaderRoute != nil:
+		return setHeaderRoute(st, *step.SetHeaderRoute, desiredReplicas(scale, st.CanaryWeight, HeaderRoutesAt(plan, i+1), obs.Replicas), HeaderRoutesAt(plan, i+1), obs, now)
+	default:
+		return pause(st, step.Pause, desiredReplicas(scale, st.CanaryWeight, headers, obs.Replicas), obs, now)
+	}
+}
+
+// setWeight runs a setWeight step: size the canary, wait for its pods, then
+// write the weight.
+func setWeight(st api.Status, weight, replicas int32, headers []api.HeaderRoute, obs Observation, now time.Time) (api.Status, Action) {
 	cur := obs.Split
+	cur.HeaderRoutes = headers
 	// Traffic goes down before pods do: a shrinking canary never carries
 	// more than its new share.
-	if cur.CanaryWeight > weight {
+	if obs.Split.CanaryWeight > weight {
 		return shift(st, cur, weight, Action{})
 	}
-	replicas := CanaryReplicas(weight, obs.Replicas)
 	if act, waiting := ensureCanary(&st, replicas, obs); waiting {
 		return st, act
 	}
 	act := Action{}
-	if cur.CanaryWeight != weight {
+	if !obs.Split.Equal(withWeight(cur, weight)) {
 		st, act = shift(st, cur, weight, act)
 	}
 	return advance(st, now, act, fmt.Sprintf("setWeight %d", weight))
+}
+
+// setHeaderRoute runs a setHeaderRoute step: a route that sends requests to
+// the canary is written only once the canary's pods are available.
+func setHeaderRoute(st api.Status, h api.HeaderRoute, replicas int32, headers []api.HeaderRoute, obs Observation, now time.Time) (api.Status, Action) {
+	if len(h.Match) > 0 {
+		if act, waiting := ensureCanary(&st, replicas, obs); waiting {
+			return st, act
+		}
+	}
+	act := Action{}
+	want := obs.Split
+	want.HeaderRoutes = headers
+	if !obs.Split.Equal(want) {
+		act.Split = &want
+	}
+	done := "setHeaderRoute " + h.Name
+	if len(h.Match) == 0 {
+		done += " (removed)"
+	}
+	return advance(st, now, act, done)
+}
+
+func withWeight(s routes.Split, w int32) routes.Split {
+	s.CanaryWeight = w
+	return s
 }
 
 // ensureCanary asks for a canary of the given size and reports waiting=true
@@ -165,7 +288,7 @@ func ensureCanary(st *api.Status, replicas int32, obs Observation) (Action, bool
 		return Action{CanaryReplicas: &replicas}, true
 	}
 	// Guard: traffic moves to the canary only once all its pods are
-	// available, so a weight never points at a subset with no ready pods.
+	// available, so a route never points at a pool with no ready pods.
 	if !obs.Canary.Ready {
 		st.Message = fmt.Sprintf("waiting for %d canary pods of %s to be available", replicas, st.CanaryVersion)
 		return Action{CanaryReplicas: &replicas}, true
@@ -173,10 +296,9 @@ func ensureCanary(st *api.Status, replicas int32, obs Observation) (Action, bool
 	return Action{}, false
 }
 
-// shift writes a new canary weight on top of act.
+// shift writes a new canary weight on top of act (header routes as in cur).
 func shift(st api.Status, cur routes.Split, weight int32, act Action) (api.Status, Action) {
-	want := cur
-	want.CanaryWeight = weight
+	want := withWeight(cur, weight)
 	act.Split = &want
 	st.CanaryWeight = weight
 	st.Message = fmt.Sprintf("canary weight %d%%", weight)
@@ -184,22 +306,28 @@ func shift(st api.Status, cur routes.Split, weight int32, act Action) (api.Statu
 }
 
 // pause runs a pause step: timed pauses end on their own, `pause: {}` waits
-// for a person.
-func pause(st api.Status, p *api.Pause, now time.Time) (api.Status, Action) {
+// for a person. Meanwhile the canary follows the Deployment's size and
+// template (a scale or an image edit), without holding the pause.
+func pause(st api.Status, p *api.Pause, replicas int32, obs Observation, now time.Time) (api.Status, Action) {
 	if st.StepStartedAt == nil {
 		st.StepStartedAt = &metav1.MicroTime{Time: now}
 	}
+	act := Action{}
+	if obs.Canary == nil || obs.Canary.Replicas != replicas || !obs.Canary.Ready {
+		act.CanaryReplicas = &replicas
+	}
 	if p.Duration == nil {
 		st.Phase = api.PhasePaused
-		st.Message = fmt.Sprintf("paused at canary weight %d%% until promoted", st.CanaryWeight)
-		return st, Action{}
+		st.Message = fmt.Sprintf("paused at canary weight %d%% until promoted (%s=promote)", st.CanaryWeight, api.AnnotationAction)
+		return st, act
 	}
 	end := st.StepStartedAt.Add(*p.Duration)
 	if left := end.Sub(now); left > 0 {
 		st.Message = fmt.Sprintf("paused for %s, until %s", p.Duration, end.UTC().Format(time.RFC3339))
-		return st, Action{RequeueAfter: left}
+		act.RequeueAfter = left
+		return st, act
 	}
-	return advance(st, now, Action{}, fmt.Sprintf("pause %s", p.Duration))
+	return advance(st, now, act, fmt.Sprintf("pause %s", p.Duration))
 }
 
 // advance moves to the next step, which starts now.
@@ -212,8 +340,8 @@ func advance(st api.Status, now time.Time, act Action, done string) (api.Status,
 }
 
 // promote ends a release whose steps are done: all traffic to the canary,
-// roll the original out natively, move the stable subset to the new version,
-// all traffic back to stable, remove the canary.
+// roll the original out natively, move the stable pool to the new version,
+// all traffic back to stable, remove the canary and the header routes.
 func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action) {
 	st.Phase = api.PhasePromoting
 	cur := obs.Split
@@ -233,19 +361,20 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 			return st, Action{}
 		}
 		// Guard: stable carries no traffic here (canary has 100%), so its
-		// subset may move to the new version.
-		st.Message = "stable subset moved to " + st.CanaryVersion
-		return st, Action{Split: &routes.Split{StableVersion: st.CanaryVersion, CanaryVersion: st.CanaryVersion, CanaryWeight: 100}}
+		// pool may move to the new version.
+		st.Message = "stable moved to " + st.CanaryVersion
+		return st, Action{Split: &routes.Split{StableVersion: st.CanaryVersion, CanaryVersion: st.CanaryVersion, CanaryWeight: 100, HeaderRoutes: cur.HeaderRoutes}}
 	}
-	// The stable subset has moved: stable is the new version from here on.
+	// The stable pool has moved: stable is the new version from here on.
 	st.StableVersion = st.CanaryVersion
 	// Guard: all traffic returns to stable only once the original is
-	// available on the new version behind the moved stable subset.
+	// available on the new version behind the moved stable pool.
 	if !obs.Rolled {
 		st.Message = fmt.Sprintf("waiting for the Deployment to be available on %s", st.CanaryVersion)
 		return st, Action{}
 	}
-	if cur.CanaryWeight > 0 {
+	if cur.CanaryWeight > 0 || len(cur.HeaderRoutes) > 0 {
+		cur.HeaderRoutes = nil
 		return shift(st, cur, 0, Action{})
 	}
 	return finish(st, st.CanaryVersion, obs, now, Event{ReasonRolloutCompleted, fmt.Sprintf("release of %s complete: all traffic on stable", st.CanaryVersion)})
@@ -256,29 +385,23 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 // (stable) template.
 func rollBack(st api.Status, obs Observation) (api.Status, Action) {
 	cur := obs.Split
-	if cur.CanaryWeight > 0 {
+	if cur.CanaryWeight > 0 || len(cur.HeaderRoutes) > 0 {
+		cur.HeaderRoutes = nil
+		st, act := shift(st, cur, 0, Action{})
 		st.Message = "rolling back: all traffic to stable " + st.StableVersion
-		return shift(st, cur, 0, Action{})
+		return st, act
 	}
 	return finish(st, st.StableVersion, obs, time.Time{}, Event{ReasonRolledBack, fmt.Sprintf("rolled back to %s: all traffic on stable", st.StableVersion)})
 }
 
-// finish removes the canary and leaves both subsets on the stable version.
-// It is reached only with canary weight 0.
+// finish removes the canary and leaves both pools on the stable version.
+// It is reached only with no traffic on the canary.
 func finish(st api.Status, stable string, obs Observation, now time.Time, done Event) (api.Status, Action) {
-	act := Action{}
-	if obs.Canary != nil {
-		act.DeleteCanary = true
+	act := Action{Done: true, Events: []Event{done}, DeleteCanary: obs.Canary != nil, Unpause: obs.Paused}
+	if want := (routes.Split{StableVersion: stable, CanaryVersion: stable}); !obs.Split.Equal(want) {
+		// Safe: the canary pool carries no traffic.
+		act.Split = &want
 	}
-	if obs.Paused {
-		act.Unpause = true
-	}
-	if obs.Split.StableVersion != stable || obs.Split.CanaryVersion != stable {
-		// Safe: the canary subset carries no traffic.
-		act.Split = &routes.Split{StableVersion: stable, CanaryVersion: stable, CanaryWeight: 0}
-	}
-	act.Done = true
-	act.Events = []Event{done}
 	next := api.Status{
 		Phase:            api.PhaseHealthy,
 		StableVersion:    stable,
@@ -291,6 +414,68 @@ func finish(st api.Status, stable string, obs Observation, now time.Time, done E
 		next.StepStartedAt = &metav1.MicroTime{Time: now}
 	}
 	return next, act
+}
+
+// HeaderRoutesAt is the set of header routes in place before step i: each
+// setHeaderRoute adds or replaces its route, or removes it when it has no
+// match. Routes keep the order in which they were first set.
+func HeaderRoutesAt(plan *api.Plan, i int32) []api.HeaderRoute {
+	var out []api.HeaderRoute
+	for _, s := range plan.Steps[:min(int(i), len(plan.Steps))] {
+		h := s.SetHeaderRoute
+		if h == nil {
+			continue
+		}
+		at := -1
+		for j := range out {
+			if out[j].Name == h.Name {
+				at = j
+			}
+		}
+		switch {
+		case len(h.Match) == 0 && at >= 0:
+			out = append(out[:at], out[at+1:]...)
+		case len(h.Match) == 0:
+		case at >= 0:
+			out[at] = *h
+		default:
+			out = append(out, *h)
+		}
+	}
+	return out
+}
+
+// CanaryScaleAt is the canary scale in force before step i: the last
+// setCanaryScale, nil when none or after matchTrafficWeight.
+func CanaryScaleAt(plan *api.Plan, i int32) *api.CanaryScale {
+	var out *api.CanaryScale
+	for _, s := range plan.Steps[:min(int(i), len(plan.Steps))] {
+		if s.SetCanaryScale != nil {
+			out = s.SetCanaryScale
+			if out.MatchTrafficWeight {
+				out = nil
+			}
+		}
+	}
+	return out
+}
+
+// desiredReplicas sizes the canary: by setCanaryScale when one is in force,
+// else ceil(weight% × replicas). A canary that receives traffic (a weight
+// or a header route) always has at least one pod.
+func desiredReplicas(scale *api.CanaryScale, weight int32, headers []api.HeaderRoute, replicas int32) int32 {
+	n := CanaryReplicas(weight, replicas)
+	switch {
+	case scale == nil:
+	case scale.Replicas != nil:
+		n = *scale.Replicas
+	case scale.Weight != nil:
+		n = (*scale.Weight*replicas + 99) / 100
+	}
+	if n == 0 && (weight > 0 || len(headers) > 0) {
+		n = 1
+	}
+	return n
 }
 
 // CanaryReplicas sizes the canary for a weight: ceil(weight% × replicas),

@@ -270,7 +270,7 @@ func TestNextWalksTheSeedRelease(t *testing.T) {
 	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
 		t.Fatalf("release did not end healthy on v2: %+v", st)
 	}
-	if w.canary != nil || w.paused || w.split != (routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
+	if w.canary != nil || w.paused || !w.split.Equal(routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
 		t.Errorf("final world: canary %v, paused %v, split %+v", w.canary, w.paused, w.split)
 	}
 	if diff := cmp.Diff([]int32{0, 5, 50, 100, 0}, weights); diff != "" {
@@ -286,5 +286,173 @@ func TestNextWalksTheSeedRelease(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantEvents, events); diff != "" {
 		t.Errorf("events (-want,+got):\n%s", diff)
+	}
+}
+
+var lane = api.HeaderRoute{Name: "test-v2", Match: []api.HeaderMatch{{Name: "lane", Exact: "test-v2"}}}
+
+// headerPlan is the seed's header strategy.
+var headerPlan = &api.Plan{Steps: []api.Step{
+	{SetCanaryScale: &api.CanaryScale{Weight: ptr[int32](100)}},
+	{SetHeaderRoute: &lane},
+	pauseForever(),
+}}
+
+func TestNextHeadersScaleAndActions(t *testing.T) {
+	at := &metav1.MicroTime{Time: t0}
+	status := func(phase api.Phase, step, weight int32) api.Status {
+		return api.Status{Phase: phase, StableVersion: "v1", CanaryVersion: "v2", CurrentStepIndex: step, StepCount: 3, CanaryWeight: weight, StepStartedAt: at}
+	}
+	split := func(w int32, headers ...api.HeaderRoute) routes.Split {
+		return routes.Split{StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: w, HeaderRoutes: headers}
+	}
+	ready := func(n int32) *CanaryObservation { return &CanaryObservation{Replicas: n, Ready: true} }
+	obs := func(canary *CanaryObservation, s routes.Split, action api.Action) Observation {
+		return Observation{Replicas: 3, StableAvailable: 3, Paused: true, Canary: canary, Split: s, Action: action}
+	}
+	cases := map[string]struct {
+		st        api.Status
+		plan      *api.Plan
+		obs       Observation
+		wantPhase api.Phase
+		wantStep  int32
+		wantAct   Action
+	}{
+		"setCanaryScale weight 100 sizes the canary to all replicas": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(nil, split(0), ""),
+			wantPhase: api.PhaseProgressing, wantAct: Action{CanaryReplicas: ptr[int32](3)},
+		},
+		"setCanaryScale advances once the canary is ready": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
+			wantPhase: api.PhaseProgressing, wantStep: 1,
+			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 1/3 done: canary scaled to 3 replicas"}}},
+		},
+		"setHeaderRoute waits for the canary's pods": {
+			st: status(api.PhaseProgressing, 1, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 3}, split(0), ""),
+			wantPhase: api.PhaseProgressing, wantStep: 1, wantAct: Action{CanaryReplicas: ptr[int32](3)},
+		},
+		"setHeaderRoute writes the lane route": {
+			st: status(api.PhaseProgressing, 1, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
+			wantPhase: api.PhaseProgressing, wantStep: 2,
+			wantAct: Action{Split: ptr(split(0, lane)), Events: []Event{{ReasonStepAdvanced, "step 2/3 done: setHeaderRoute test-v2"}}},
+		},
+		"setHeaderRoute without match removes it at once": {
+			st:   status(api.PhaseProgressing, 1, 0),
+			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, {SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}}, weight(10)}},
+			obs:  obs(nil, split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
+			wantAct: Action{Split: ptr(split(0)), Events: []Event{{ReasonStepAdvanced, "step 2/3 done: setHeaderRoute test-v2 (removed)"}}},
+		},
+		"setWeight keeps the header routes of earlier steps": {
+			st:   status(api.PhaseProgressing, 1, 0),
+			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, weight(50)}},
+			obs:  obs(ready(2), split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
+			wantAct: Action{Split: ptr(split(50, lane)), Events: []Event{{ReasonStepAdvanced, "step 2/2 done: setWeight 50"}}},
+		},
+		"pause waits for a person and keeps the canary sized": {
+			st: status(api.PhaseProgressing, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0, lane), ""),
+			wantPhase: api.PhasePaused, wantStep: 2,
+		},
+		"pause follows a scale of the original": {
+			st: status(api.PhasePaused, 2, 0), plan: headerPlan,
+			obs:       Observation{Replicas: 6, StableAvailable: 6, Paused: true, Canary: ready(3), Split: split(0, lane)},
+			wantPhase: api.PhasePaused, wantStep: 2, wantAct: Action{CanaryReplicas: ptr[int32](6)},
+		},
+		"promote ends the pause": {
+			st: status(api.PhasePaused, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0, lane), api.ActionPromote),
+			wantPhase: api.PhaseProgressing, wantStep: 3,
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonStepAdvanced, "step 3/3 done: promoted"}, {ReasonPromoted, "pause at step 3/3 ended by a person"}}},
+		},
+		"promote outside a pause is reported and cleared": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(nil, split(0), api.ActionPromote),
+			wantPhase: api.PhaseProgressing, wantStep: 0,
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, "action promote ignored: the release is not paused (phase Progressing, step 0/3)"}}},
+		},
+		"promote-full skips the remaining steps": {
+			st: status(api.PhaseProgressing, 1, 0), plan: headerPlan, obs: obs(ready(3), split(0), api.ActionPromoteFull),
+			wantPhase: api.PhaseProgressing, wantStep: 3,
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonPromoted, "promoted in full: steps 2 to 3 skipped"}}},
+		},
+		"abort sends all traffic and header routes to stable at once": {
+			st: status(api.PhasePaused, 2, 30), plan: headerPlan, obs: obs(ready(3), split(30, lane), api.ActionAbort),
+			wantPhase: api.PhaseAborted, wantStep: 2,
+			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 scaled to zero"}}},
+		},
+		"aborted: the canary goes to zero once traffic is off": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{CanaryReplicas: ptr[int32](0)},
+		},
+		"aborted stays put": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), ""),
+			wantPhase: api.PhaseAborted, wantStep: 2,
+		},
+		"abort after the original rolled out is refused": {
+			st:        status(api.PhasePromoting, 3, 100),
+			plan:      headerPlan,
+			obs:       Observation{Replicas: 3, StableAvailable: 3, Canary: ready(3), Split: split(100), Action: api.ActionAbort},
+			wantPhase: api.PhasePromoting, wantStep: 3,
+			wantAct:   Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, "action abort ignored: the release is Promoting; to go back, edit the version to v1"}}},
+		},
+		"retry restarts an aborted release": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), api.ActionRetry),
+			wantPhase: api.PhaseProgressing, wantStep: 0,
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonRetried, "release of v2 retried from step 0"}}},
+		},
+		"retry of a running release is reported": {
+			st: status(api.PhasePaused, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0, lane), api.ActionRetry),
+			wantPhase: api.PhasePaused, wantStep: 2,
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, "action retry ignored: only an aborted release can be retried"}}},
+		},
+		"promotion removes header routes with the last weight": {
+			st:        api.Status{Phase: api.PhasePromoting, StableVersion: "v2", CanaryVersion: "v2", CurrentStepIndex: 3, StepCount: 3, CanaryWeight: 100},
+			plan:      headerPlan,
+			obs:       Observation{Replicas: 3, StableAvailable: 3, Rolled: true, Canary: ready(3), Split: routes.Split{StableVersion: "v2", CanaryVersion: "v2", CanaryWeight: 100, HeaderRoutes: []api.HeaderRoute{lane}}},
+			wantPhase: api.PhasePromoting, wantStep: 3,
+			wantAct:   Action{Split: &routes.Split{StableVersion: "v2", CanaryVersion: "v2"}},
+		},
+		"a new canary version drains header routes too": {
+			st:   api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v3", StepCount: 3},
+			plan: headerPlan, obs: obs(ready(3), split(0, lane), ""),
+			wantPhase: api.PhaseProgressing,
+			wantAct:   Action{Split: ptr(split(0))},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, act := Next(tc.st, tc.plan, tc.obs, t0)
+			if got.Phase != tc.wantPhase || got.CurrentStepIndex != tc.wantStep {
+				t.Errorf("phase, step = %s, %d; want %s, %d (message %q)", got.Phase, got.CurrentStepIndex, tc.wantPhase, tc.wantStep, got.Message)
+			}
+			if diff := cmp.Diff(tc.wantAct, act); diff != "" {
+				t.Errorf("action (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHeaderRoutesAndScaleAt(t *testing.T) {
+	other := api.HeaderRoute{Name: "b", Match: []api.HeaderMatch{{Name: "x", Exact: "1"}}}
+	changed := lane
+	changed.Match = []api.HeaderMatch{{Name: "lane", Prefix: "test"}}
+	plan := &api.Plan{Steps: []api.Step{
+		{SetHeaderRoute: &lane}, {SetHeaderRoute: &other}, {SetHeaderRoute: &changed},
+		{SetCanaryScale: &api.CanaryScale{Replicas: ptr[int32](2)}},
+		{SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}},
+		{SetCanaryScale: &api.CanaryScale{MatchTrafficWeight: true}},
+	}}
+	for i, want := range [][]api.HeaderRoute{nil, {lane}, {lane, other}, {changed, other}, {changed, other}, {other}, {other}} {
+		if diff := cmp.Diff(want, HeaderRoutesAt(plan, int32(i))); diff != "" {
+			t.Errorf("HeaderRoutesAt(%d) (-want,+got):\n%s", i, diff)
+		}
+	}
+	for i, want := range []*api.CanaryScale{nil, nil, nil, nil, {Replicas: ptr[int32](2)}, {Replicas: ptr[int32](2)}, nil} {
+		if diff := cmp.Diff(want, CanaryScaleAt(plan, int32(i))); diff != "" {
+			t.Errorf("CanaryScaleAt(%d) (-want,+got):\n%s", i, diff)
+		}
+	}
+	if got := desiredReplicas(&api.CanaryScale{Replicas: ptr[int32](0)}, 0, []api.HeaderRoute{lane}, 4); got != 1 {
+		t.Errorf("a canary with a header route got %d replicas, want at least 1", got)
+	}
+	if got := desiredReplicas(&api.CanaryScale{Replicas: ptr[int32](0)}, 0, nil, 4); got != 0 {
+		t.Errorf("a canary with no traffic and replicas: 0 got %d replicas", got)
 	}
 }

@@ -81,11 +81,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	st, err := api.StatusFrom(d.Annotations)
-	if err != nil || st == nil {
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Status unreadable; the release is left alone")
 		return ctrl.Result{}, nil
 	}
 	if !d.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, d, st)
+	}
+	action, err := api.ActionFrom(d.Annotations)
+	if err == nil && action != "" && !st.InProgress() {
+		err = fmt.Errorf("action %s ignored: no release is in progress", action)
+	}
+	if err != nil {
+		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
 	if !st.InProgress() {
 		if slices.Contains(d.Finalizers, api.Finalizer) {
@@ -102,6 +110,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return r.degraded(ctx, d, *st, err)
 	}
+	obs.Action = action
 	next, act := Next(*st, plan, obs, r.now())
 	ctrl.LoggerFrom(ctx).V(1).Info("Decided", "phase", next.Phase, "step", next.CurrentStepIndex, "weight", next.CanaryWeight, "message", next.Message)
 	if err := r.act(ctx, d, router, act); err != nil {
@@ -219,7 +228,9 @@ func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.S
 		finalizers = slices.DeleteFunc(slices.Clone(d.Finalizers), func(f string) bool { return f == api.Finalizer })
 	}
 	unpause := act.Unpause && d.Spec.Paused
-	if newStatus == oldStatus && !unpause && len(finalizers) == len(d.Finalizers) {
+	action, hasAction := d.Annotations[api.AnnotationAction]
+	clearAction := act.ClearAction && hasAction
+	if newStatus == oldStatus && !unpause && len(finalizers) == len(d.Finalizers) && !clearAction {
 		return nil
 	}
 	key := api.VersionLabel(d.Annotations)
@@ -230,6 +241,10 @@ func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.S
 	ops = append(ops, patchOp{Op: "add", Path: statusPointer, Value: newStatus})
 	if unpause {
 		ops = append(ops, patchOp{Op: "replace", Path: "/spec/paused", Value: false})
+	}
+	if clearAction {
+		test(actionPointer, action)
+		ops = append(ops, patchOp{Op: "remove", Path: actionPointer})
 	}
 	if len(finalizers) != len(d.Finalizers) {
 		test("/metadata/finalizers", d.Finalizers)
@@ -256,8 +271,29 @@ type patchOp struct {
 	Value any    `json:"value"`
 }
 
-// statusPointer is the JSON pointer of the status annotation.
-var statusPointer = "/metadata/annotations/" + jsonpointer.Escape(api.AnnotationStatus)
+// JSON pointers of the status and action annotations.
+var (
+	statusPointer = "/metadata/annotations/" + jsonpointer.Escape(api.AnnotationStatus)
+	actionPointer = "/metadata/annotations/" + jsonpointer.Escape(api.AnnotationAction)
+)
+
+// ignoreAction clears an action that cannot apply and says why in a
+// warning Event.
+func (r *Reconciler) ignoreAction(ctx context.Context, d *appsv1.Deployment, why string) error {
+	ops := []patchOp{
+		{Op: "test", Path: actionPointer, Value: d.Annotations[api.AnnotationAction]},
+		{Op: "remove", Path: actionPointer},
+	}
+	data, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
+		return fmt.Errorf("clear action: %w", err)
+	}
+	r.record(d, Event{ReasonActionIgnored, why})
+	return nil
+}
 
 // degraded records why a release cannot proceed and retries later. Errors
 // other than a missing object or an invalid strategy are returned for
@@ -277,7 +313,7 @@ func (r *Reconciler) degraded(ctx context.Context, d *appsv1.Deployment, st api.
 		return ctrl.Result{}, err
 	}
 	if changed {
-		r.recordWarning(d, ReasonDegraded, cause.Error())
+		r.record(d, Event{ReasonDegraded, cause.Error()})
 	}
 	return ctrl.Result{RequeueAfter: degradedRetry}, nil
 }
@@ -311,14 +347,16 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 	return nil
 }
 
+// record records Events on d; ActionIgnored and RolloutDegraded are
+// warnings.
 func (r *Reconciler) record(d *appsv1.Deployment, evs ...Event) {
 	for _, e := range evs {
-		r.Recorder.Eventf(d, nil, corev1.EventTypeNormal, e.Reason, "Release", "%s", e.Message)
+		kind := corev1.EventTypeNormal
+		if e.Reason == ReasonActionIgnored || e.Reason == ReasonDegraded {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(d, nil, kind, e.Reason, "Release", "%s", e.Message)
 	}
-}
-
-func (r *Reconciler) recordWarning(d *appsv1.Deployment, reason, msg string) {
-	r.Recorder.Eventf(d, nil, corev1.EventTypeWarning, reason, "Release", "%s", msg)
 }
 
 func ptrOr(p *int32, def int32) int32 {

@@ -83,6 +83,11 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 	if old == nil {
 		return nil, nil
 	}
+	if old.Annotations[api.AnnotationAction] != cur.Annotations[api.AnnotationAction] {
+		if _, err := api.ActionFrom(cur.Annotations); err != nil {
+			return nil, err
+		}
+	}
 	key := api.VersionLabel(cur.Annotations)
 	oldVersion, newVersion := old.Spec.Template.Labels[key], cur.Spec.Template.Labels[key]
 	if oldVersion == newVersion {
@@ -146,7 +151,7 @@ func holdDuringRelease(cur *appsv1.Deployment) []jsonpatch.Operation {
 		return nil
 	}
 	switch st.Phase {
-	case api.PhaseProgressing, api.PhasePaused, api.PhaseDegraded:
+	case api.PhaseProgressing, api.PhasePaused, api.PhaseDegraded, api.PhaseAborted:
 		return []jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec/paused", true)}
 	}
 	return nil

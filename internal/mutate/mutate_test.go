@@ -187,6 +187,21 @@ func TestDecide(t *testing.T) {
 			new:      newDeploy("v1").annotate(api.AnnotationStrategy, "x: 1").replicas(3).obj(),
 			wantNoop: true,
 		},
+		"an action passes unchanged": {
+			old:      newDeploy("v2").paused().status(inProgress).obj(),
+			new:      newDeploy("v2").paused().status(inProgress).annotate(api.AnnotationAction, "promote").obj(),
+			wantNoop: true,
+		},
+		"an unknown action is denied": {
+			old:     newDeploy("v2").paused().status(inProgress).obj(),
+			new:     newDeploy("v2").paused().status(inProgress).annotate(api.AnnotationAction, "resume").obj(),
+			wantErr: `annotation vane.io/action: "resume" is not an action; use one of promote, promote-full, abort, retry`,
+		},
+		"an aborted release stays held": {
+			old:        newDeploy("v2").paused().status(api.Status{Phase: api.PhaseAborted, StableVersion: "v1", CanaryVersion: "v2"}).obj(),
+			new:        newDeploy("v2").status(api.Status{Phase: api.PhaseAborted, StableVersion: "v1", CanaryVersion: "v2"}).obj(),
+			wantPaused: true,
+		},
 		"removing the version label is denied": {
 			old: newDeploy("v1").obj(),
 			new: func() *appsv1.Deployment {

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/go-openapi/jsonpointer"
+	"google.golang.org/protobuf/proto"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -15,9 +20,11 @@ import (
 	"github.com/vane-io/vane/internal/api"
 )
 
-// Istio routes a release through a VirtualService's named http routes (the
-// weights of their stable and canary destinations) and a DestinationRule's
-// stable and canary subsets (their version label).
+// Istio routes a release through a VirtualService: the weights of the stable
+// and canary destinations of its named http routes, and managed header
+// routes placed before them. Stable and canary are told apart by
+// DestinationRule subsets, or by the hosts of two Services; vane sets the
+// version label of the subsets' labels and of the Services' selectors.
 type Istio struct {
 	reader     client.Reader
 	client     client.Client
@@ -29,8 +36,8 @@ type Istio struct {
 var _ Router = (*Istio)(nil)
 
 // NewIstio returns a Router for the Istio objects cfg names in namespace;
-// versionKey is the pod label the subsets select versions by. Reads go
-// through reader, which should be uncached: a decision to relabel a subset
+// versionKey is the pod label the pools select versions by. Reads go
+// through reader, which should be uncached: a decision to relabel a pool
 // must never rest on a stale weight.
 func NewIstio(reader client.Reader, c client.Client, namespace, versionKey string, cfg api.IstioRouting) *Istio {
 	return &Istio{reader: reader, client: c, namespace: namespace, versionKey: versionKey, cfg: cfg}
@@ -38,82 +45,149 @@ func NewIstio(reader client.Reader, c client.Client, namespace, versionKey strin
 
 // Observe implements Router.
 func (r *Istio) Observe(ctx context.Context) (Split, error) {
-	dr, vs, err := r.get(ctx)
+	var split Split
+	var err error
+	if r.cfg.BySubset() {
+		dr := &networkingv1.DestinationRule{}
+		if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
+			return Split{}, err
+		}
+		split.StableVersion, split.CanaryVersion, err = subsetVersions(dr, r.cfg, r.versionKey)
+	} else {
+		split.StableVersion, split.CanaryVersion, err = r.serviceVersions(ctx)
+	}
 	if err != nil {
 		return Split{}, err
 	}
-	stable, canary, err := subsetVersions(dr, r.cfg, r.versionKey)
-	if err != nil {
+	vs := &networkingv1.VirtualService{}
+	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
 		return Split{}, err
 	}
-	weight, err := canaryWeight(vs, r.cfg)
-	if err != nil {
+	if split.CanaryWeight, err = canaryWeight(vs, r.cfg); err != nil {
 		return Split{}, err
 	}
-	return Split{StableVersion: stable, CanaryVersion: canary, CanaryWeight: weight}, nil
+	split.HeaderRoutes = headerRoutes(vs, r.cfg)
+	return split, nil
 }
 
 // Ensure implements Router.
 func (r *Istio) Ensure(ctx context.Context, want Split) (bool, error) {
 	wrote := false
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		wrote = false
-		dr, vs, err := r.get(ctx)
-		if err != nil {
+	for _, step := range []func(context.Context, Split) (bool, error){r.ensureSubsets, r.ensureServices, r.ensureWeights, r.ensureHeaderRoutes} {
+		var w bool
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() (err error) {
+			w, err = step(ctx, want)
 			return err
-		}
-		ops, err := subsetPatch(dr, r.cfg, r.versionKey, want)
+		})
 		if err != nil {
-			return err
+			return wrote, err
 		}
-		if err := r.patch(ctx, dr, ops); err != nil {
-			return fmt.Errorf("patch destinationrule %s: %w", dr.Name, err)
-		}
-		wrote = len(ops) > 0
-		ops, err = weightPatch(vs, r.cfg, want.CanaryWeight)
-		if err != nil {
-			return err
-		}
-		if err := r.patch(ctx, vs, ops); err != nil {
-			return fmt.Errorf("patch virtualservice %s: %w", vs.Name, err)
-		}
-		wrote = wrote || len(ops) > 0
-		return nil
-	})
-	return wrote, err
+		wrote = wrote || w
+	}
+	return wrote, nil
 }
 
-func (r *Istio) get(ctx context.Context) (*networkingv1.DestinationRule, *networkingv1.VirtualService, error) {
+func (r *Istio) ensureSubsets(ctx context.Context, want Split) (bool, error) {
+	if !r.cfg.BySubset() {
+		return false, nil
+	}
 	dr := &networkingv1.DestinationRule{}
-	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.DestinationRule}, dr); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("DestinationRule %s/%s not found: %w", r.namespace, r.cfg.DestinationRule, ErrMissing)
-		}
-		return nil, nil, fmt.Errorf("get destinationrule %s: %w", r.cfg.DestinationRule, err)
+	if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
+		return false, err
 	}
+	ops, err := subsetPatch(dr, r.cfg, r.versionKey, want)
+	if err != nil {
+		return false, err
+	}
+	return r.patch(ctx, dr, ops)
+}
+
+// ensureServices pins the selectors of the stable and canary Services to
+// their versions (when the strategy names them).
+func (r *Istio) ensureServices(ctx context.Context, want Split) (bool, error) {
+	if r.cfg.StableService == "" {
+		return false, nil
+	}
+	wrote := false
+	for _, s := range []struct{ name, version string }{{r.cfg.StableService, want.StableVersion}, {r.cfg.CanaryService, want.CanaryVersion}} {
+		svc := &corev1.Service{}
+		if err := r.get(ctx, "Service", s.name, svc); err != nil {
+			return wrote, err
+		}
+		ops := labelPatch("/spec/selector", svc.Spec.Selector, r.versionKey, s.version)
+		w, err := r.patch(ctx, svc, ops)
+		if err != nil {
+			return wrote, err
+		}
+		wrote = wrote || w
+	}
+	return wrote, nil
+}
+
+func (r *Istio) ensureWeights(ctx context.Context, want Split) (bool, error) {
 	vs := &networkingv1.VirtualService{}
-	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: r.cfg.VirtualService}, vs); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("VirtualService %s/%s not found: %w", r.namespace, r.cfg.VirtualService, ErrMissing)
-		}
-		return nil, nil, fmt.Errorf("get virtualservice %s: %w", r.cfg.VirtualService, err)
+	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+		return false, err
 	}
-	return dr, vs, nil
+	ops, err := weightPatch(vs, r.cfg, want.CanaryWeight)
+	if err != nil {
+		return false, err
+	}
+	return r.patch(ctx, vs, ops)
+}
+
+func (r *Istio) ensureHeaderRoutes(ctx context.Context, want Split) (bool, error) {
+	vs := &networkingv1.VirtualService{}
+	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+		return false, err
+	}
+	ops, err := headerRoutePatch(vs, r.cfg, want.HeaderRoutes)
+	if err != nil {
+		return false, err
+	}
+	return r.patch(ctx, vs, ops)
+}
+
+func (r *Istio) serviceVersions(ctx context.Context) (stable, canary string, err error) {
+	for _, s := range []struct {
+		name string
+		out  *string
+	}{{r.cfg.StableService, &stable}, {r.cfg.CanaryService, &canary}} {
+		svc := &corev1.Service{}
+		if err := r.get(ctx, "Service", s.name, svc); err != nil {
+			return "", "", err
+		}
+		*s.out = svc.Spec.Selector[r.versionKey]
+	}
+	return stable, canary, nil
+}
+
+func (r *Istio) get(ctx context.Context, kind, name string, obj client.Object) error {
+	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: r.namespace, Name: name}, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s %s/%s not found: %w", kind, r.namespace, name, ErrMissing)
+		}
+		return fmt.Errorf("get %s %s: %w", strings.ToLower(kind), name, err)
+	}
+	return nil
 }
 
 // patch applies RFC 6902 ops, with the object's resourceVersion as a
 // precondition so a concurrent writer makes it fail with a conflict instead
-// of being overwritten.
-func (r *Istio) patch(ctx context.Context, obj client.Object, ops []patchOp) error {
+// of being overwritten. It reports whether it wrote.
+func (r *Istio) patch(ctx context.Context, obj client.Object, ops []patchOp) (bool, error) {
 	if len(ops) == 0 {
-		return nil
+		return false, nil
 	}
 	ops = append(ops, patchOp{Op: "replace", Path: "/metadata/resourceVersion", Value: obj.GetResourceVersion()})
 	data, err := json.Marshal(ops)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return r.client.Patch(ctx, obj, client.RawPatch(types.JSONPatchType, data))
+	if err := r.client.Patch(ctx, obj, client.RawPatch(types.JSONPatchType, data)); err != nil {
+		return false, fmt.Errorf("patch %s %s: %w", strings.ToLower(obj.GetObjectKind().GroupVersionKind().Kind), obj.GetName(), err)
+	}
+	return true, nil
 }
 
 // patchOp is one RFC 6902 operation.
@@ -164,20 +238,25 @@ func subsetPatch(dr *networkingv1.DestinationRule, cfg api.IstioRouting, key str
 		idx     int
 		version string
 	}{{si, want.StableVersion}, {ci, want.CanaryVersion}} {
-		labels := dr.Spec.Subsets[s.idx].GetLabels()
-		cur, has := labels[key]
-		base := fmt.Sprintf("/spec/subsets/%d/labels", s.idx)
-		switch {
-		case s.version == "" && has:
-			ops = append(ops, patchOp{Op: "remove", Path: base + "/" + jsonpointer.Escape(key)})
-		case s.version == "" || (has && cur == s.version):
-		case labels == nil:
-			ops = append(ops, patchOp{Op: "add", Path: base, Value: map[string]string{key: s.version}})
-		default:
-			ops = append(ops, patchOp{Op: "add", Path: base + "/" + jsonpointer.Escape(key), Value: s.version})
-		}
+		ops = append(ops, labelPatch(fmt.Sprintf("/spec/subsets/%d/labels", s.idx), dr.Spec.Subsets[s.idx].GetLabels(), key, s.version)...)
 	}
 	return ops, nil
+}
+
+// labelPatch returns the ops that set key to version in the label map at
+// path ("" removes it); other labels stay.
+func labelPatch(path string, labels map[string]string, key, version string) []patchOp {
+	cur, has := labels[key]
+	switch {
+	case version == "" && has:
+		return []patchOp{{Op: "remove", Path: path + "/" + jsonpointer.Escape(key)}}
+	case version == "" || (has && cur == version):
+		return nil
+	case labels == nil:
+		return []patchOp{{Op: "add", Path: path, Value: map[string]string{key: version}}}
+	default:
+		return []patchOp{{Op: "add", Path: path + "/" + jsonpointer.Escape(key), Value: version}}
+	}
 }
 
 // destination is the position of one weighted destination of a named route.
@@ -187,36 +266,64 @@ type destination struct {
 	weight      int32
 }
 
+// pool tells which pool a route destination sends to: by subset name, or
+// by host (the Service's short name or any longer form of it).
+func pool(d *networkingv1alpha3.Destination, cfg api.IstioRouting) (canary, ok bool) {
+	if cfg.BySubset() {
+		switch d.GetSubset() {
+		case cfg.StableSubset:
+			return false, true
+		case cfg.CanarySubset:
+			return true, true
+		}
+		return false, false
+	}
+	host := d.GetHost()
+	switch {
+	case host == cfg.StableService || strings.HasPrefix(host, cfg.StableService+"."):
+		return false, true
+	case host == cfg.CanaryService || strings.HasPrefix(host, cfg.CanaryService+"."):
+		return true, true
+	}
+	return false, false
+}
+
+func poolName(canary bool, cfg api.IstioRouting) string {
+	switch {
+	case cfg.BySubset() && canary:
+		return fmt.Sprintf("subset %q", cfg.CanarySubset)
+	case cfg.BySubset():
+		return fmt.Sprintf("subset %q", cfg.StableSubset)
+	case canary:
+		return fmt.Sprintf("host %q", cfg.CanaryService)
+	default:
+		return fmt.Sprintf("host %q", cfg.StableService)
+	}
+}
+
+func routeIndex(vs *networkingv1.VirtualService, name string) int {
+	return slices.IndexFunc(vs.Spec.Http, func(h *networkingv1alpha3.HTTPRoute) bool { return h.GetName() == name })
+}
+
 func destinations(vs *networkingv1.VirtualService, cfg api.IstioRouting) ([]destination, error) {
 	var out []destination
 	for _, name := range cfg.Routes {
-		ri := -1
-		for i, h := range vs.Spec.Http {
-			if h.GetName() == name {
-				ri = i
-				break
-			}
-		}
+		ri := routeIndex(vs, name)
 		if ri < 0 {
 			return nil, fmt.Errorf("VirtualService %s has no http route named %q: %w", vs.Name, name, ErrMissing)
 		}
 		found := map[bool]bool{}
 		for di, d := range vs.Spec.Http[ri].GetRoute() {
-			subset := d.GetDestination().GetSubset()
-			if subset != cfg.StableSubset && subset != cfg.CanarySubset {
+			canary, ok := pool(d.GetDestination(), cfg)
+			if !ok {
 				continue
 			}
-			canary := subset == cfg.CanarySubset
 			found[canary] = true
 			out = append(out, destination{route: ri, dest: di, canary: canary, weight: d.GetWeight()})
 		}
 		for _, canary := range []bool{false, true} {
 			if !found[canary] {
-				subset := cfg.StableSubset
-				if canary {
-					subset = cfg.CanarySubset
-				}
-				return nil, fmt.Errorf("http route %q of VirtualService %s has no destination with subset %q: add one (canary with weight 0): %w", name, vs.Name, subset, ErrMissing)
+				return nil, fmt.Errorf("http route %q of VirtualService %s has no destination with %s: add one (canary with weight 0): %w", name, vs.Name, poolName(canary, cfg), ErrMissing)
 			}
 		}
 	}
@@ -237,7 +344,7 @@ func canaryWeight(vs *networkingv1.VirtualService, cfg api.IstioRouting) (int32,
 	return w, nil
 }
 
-// weightPatch returns the ops that give every managed route weight to the
+// weightPatch returns the ops that give every weighted route weight to the
 // canary and 100-weight to stable. Nothing else of the route changes.
 func weightPatch(vs *networkingv1.VirtualService, cfg api.IstioRouting, weight int32) ([]patchOp, error) {
 	ds, err := destinations(vs, cfg)
@@ -253,6 +360,111 @@ func weightPatch(vs *networkingv1.VirtualService, cfg api.IstioRouting, weight i
 		if d.weight != want {
 			ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("/spec/http/%d/route/%d/weight", d.route, d.dest), Value: want})
 		}
+	}
+	return ops, nil
+}
+
+// canaryDestination is the canary destination of the first weighted route,
+// which header routes send to.
+func canaryDestination(vs *networkingv1.VirtualService, cfg api.IstioRouting) (*networkingv1alpha3.Destination, error) {
+	ds, err := destinations(vs, cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		if d.canary {
+			return vs.Spec.Http[d.route].Route[d.dest].Destination, nil
+		}
+	}
+	return nil, fmt.Errorf("no canary destination in VirtualService %s: %w", vs.Name, ErrMissing)
+}
+
+// buildHeaderRoute is the http route a managed header route stands for.
+func buildHeaderRoute(h api.HeaderRoute, dest *networkingv1alpha3.Destination) *networkingv1alpha3.HTTPRoute {
+	headers := map[string]*networkingv1alpha3.StringMatch{}
+	for _, m := range h.Match {
+		switch {
+		case m.Exact != "":
+			headers[m.Name] = &networkingv1alpha3.StringMatch{MatchType: &networkingv1alpha3.StringMatch_Exact{Exact: m.Exact}}
+		case m.Prefix != "":
+			headers[m.Name] = &networkingv1alpha3.StringMatch{MatchType: &networkingv1alpha3.StringMatch_Prefix{Prefix: m.Prefix}}
+		default:
+			headers[m.Name] = &networkingv1alpha3.StringMatch{MatchType: &networkingv1alpha3.StringMatch_Regex{Regex: m.Regex}}
+		}
+	}
+	return &networkingv1alpha3.HTTPRoute{
+		Name:  h.Name,
+		Match: []*networkingv1alpha3.HTTPMatchRequest{{Headers: headers}},
+		Route: []*networkingv1alpha3.HTTPRouteDestination{{Destination: proto.Clone(dest).(*networkingv1alpha3.Destination)}},
+	}
+}
+
+// headerRoutes reads the managed routes present in the VirtualService, in
+// the order they appear, their header matches sorted by name.
+func headerRoutes(vs *networkingv1.VirtualService, cfg api.IstioRouting) []api.HeaderRoute {
+	var out []api.HeaderRoute
+	for _, h := range vs.Spec.Http {
+		if !slices.Contains(cfg.ManagedRoutes, h.GetName()) {
+			continue
+		}
+		hr := api.HeaderRoute{Name: h.GetName()}
+		for _, m := range h.GetMatch() {
+			for name, v := range m.GetHeaders() {
+				hr.Match = append(hr.Match, api.HeaderMatch{Name: name, Exact: v.GetExact(), Prefix: v.GetPrefix(), Regex: v.GetRegex()})
+			}
+		}
+		slices.SortFunc(hr.Match, func(a, b api.HeaderMatch) int { return strings.Compare(a.Name, b.Name) })
+		out = append(out, hr)
+	}
+	return out
+}
+
+// headerRoutePatch returns the ops that make the managed routes exactly
+// want: routes that differ or are no longer wanted are removed, missing ones
+// inserted right before the first weighted route, in managedRoutes order.
+// Routes vane does not manage are never touched.
+func headerRoutePatch(vs *networkingv1.VirtualService, cfg api.IstioRouting, want []api.HeaderRoute) ([]patchOp, error) {
+	wanted := map[string]*networkingv1alpha3.HTTPRoute{}
+	if len(want) > 0 {
+		dest, err := canaryDestination(vs, cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range want {
+			wanted[h.Name] = buildHeaderRoute(h, dest)
+		}
+	}
+	names := make([]string, len(vs.Spec.Http))
+	for i, h := range vs.Spec.Http {
+		names[i] = h.GetName()
+	}
+	var ops []patchOp
+	for i := len(vs.Spec.Http) - 1; i >= 0; i-- {
+		h := vs.Spec.Http[i]
+		if !slices.Contains(cfg.ManagedRoutes, h.GetName()) {
+			continue
+		}
+		if w, ok := wanted[h.GetName()]; ok && proto.Equal(w, h) {
+			continue
+		}
+		ops = append(ops, patchOp{Op: "remove", Path: fmt.Sprintf("/spec/http/%d", i)})
+		names = slices.Delete(names, i, i+1)
+	}
+	for _, name := range cfg.ManagedRoutes {
+		w, ok := wanted[name]
+		if !ok || slices.Contains(names, name) {
+			continue
+		}
+		at := slices.IndexFunc(names, func(n string) bool { return slices.Contains(cfg.Routes, n) })
+		if at < 0 {
+			return nil, fmt.Errorf("VirtualService %s has none of the routes %v: %w", vs.Name, cfg.Routes, ErrMissing)
+		}
+		raw, err := json.Marshal(w)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("/spec/http/%d", at), Value: json.RawMessage(raw)})
+		names = slices.Insert(names, at, name)
 	}
 	return ops, nil
 }

@@ -151,3 +151,94 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
+
+var legacy = api.IstioRouting{VirtualService: "provider", Routes: []string{"test-v1"}, ManagedRoutes: []string{"test-v2", "test-v3"}, StableService: "dubbo3-provider", CanaryService: "dubbo3-provider-canary"}
+
+var laneV2 = api.HeaderRoute{Name: "test-v2", Match: []api.HeaderMatch{{Name: "lane", Exact: "test-v2"}}}
+
+// The seed's header scenario: a lane route inserted before test-v1, split by
+// host; weights by host too.
+func TestHeaderRoutesByHost(t *testing.T) {
+	vs := &networkingv1.VirtualService{}
+	raw := load(t, "vs-legacy.yaml", vs)
+	if w, err := canaryWeight(vs, legacy); err != nil || w != 0 {
+		t.Fatalf("canaryWeight = %d, %v; want 0 (the canary host matched in its long form)", w, err)
+	}
+	ops, err := headerRoutePatch(vs, legacy, []api.HeaderRoute{laneV2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := weightPatch(vs, legacy, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Weights first at the old indexes, as Ensure writes them, then routes.
+	golden(t, raw, append(w, ops...), "vs-legacy.lane-v2.golden.yaml")
+
+	withLane := &networkingv1.VirtualService{}
+	withLaneRaw := load(t, "vs-legacy.lane-v2.golden.yaml", withLane)
+	if diff := cmp.Diff([]api.HeaderRoute{laneV2}, headerRoutes(withLane, legacy)); diff != "" {
+		t.Errorf("headerRoutes read back (-want,+got):\n%s", diff)
+	}
+	if ops, _ := headerRoutePatch(withLane, legacy, []api.HeaderRoute{laneV2}); len(ops) != 0 {
+		t.Errorf("the same header route again: ops %v, want none", ops)
+	}
+	// No header routes wanted: the managed route goes, nothing else moves.
+	ops, err = headerRoutePatch(withLane, legacy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := weightPatch(withLane, legacy, 0)
+	golden(t, withLaneRaw, append(back, ops...), "vs-legacy.yaml.roundtrip.golden.yaml")
+}
+
+func TestHeaderRoutePatchKinds(t *testing.T) {
+	vs := &networkingv1.VirtualService{}
+	raw := load(t, "vs-provider.yaml", vs)
+	c := cfg
+	c.ManagedRoutes = []string{"a", "b"}
+	want := []api.HeaderRoute{
+		{Name: "a", Match: []api.HeaderMatch{{Name: "user", Regex: "^(alice|bob)$"}, {Name: "lane", Prefix: "test"}}},
+		{Name: "b", Match: []api.HeaderMatch{{Name: "x-canary", Exact: "1"}}},
+	}
+	ops, err := headerRoutePatch(vs, c, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, raw, ops, "vs-provider.header-kinds.golden.yaml")
+
+	// Changing one route replaces it in place; the other stays.
+	after := &networkingv1.VirtualService{}
+	afterRaw := load(t, "vs-provider.header-kinds.golden.yaml", after)
+	want[1].Match[0].Exact = "2"
+	ops, err = headerRoutePatch(after, c, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 2 || ops[0].Op != "remove" || ops[1].Op != "add" || ops[0].Path != ops[1].Path {
+		t.Errorf("ops %+v, want a remove and an add at the same index", ops)
+	}
+	golden(t, afterRaw, ops, "vs-provider.header-kinds-changed.golden.yaml")
+}
+
+func TestLabelPatch(t *testing.T) {
+	cases := map[string]struct {
+		labels  map[string]string
+		version string
+		want    []patchOp
+	}{
+		"set on a selector": {labels: map[string]string{"app": "x"}, version: "v1", want: []patchOp{{Op: "add", Path: "/spec/selector/version", Value: "v1"}}},
+		"already set":       {labels: map[string]string{"app": "x", "version": "v1"}, version: "v1"},
+		"change":            {labels: map[string]string{"version": "v1"}, version: "v2", want: []patchOp{{Op: "add", Path: "/spec/selector/version", Value: "v2"}}},
+		"remove":            {labels: map[string]string{"version": "v1"}, version: "", want: []patchOp{{Op: "remove", Path: "/spec/selector/version"}}},
+		"nil map":           {version: "v1", want: []patchOp{{Op: "add", Path: "/spec/selector", Value: map[string]string{"version": "v1"}}}},
+		"nothing to remove": {labels: map[string]string{"app": "x"}, version: ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, labelPatch("/spec/selector", tc.labels, "version", tc.version)); diff != "" {
+				t.Errorf("(-want,+got):\n%s", diff)
+			}
+		})
+	}
+}

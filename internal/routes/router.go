@@ -6,6 +6,9 @@ package routes
 import (
 	"context"
 	"errors"
+	"slices"
+
+	"github.com/vane-io/vane/internal/api"
 )
 
 // Split is the traffic state of one release, as the mesh expresses it.
@@ -15,16 +18,34 @@ type Split struct {
 	// version label at all (it matches pods of every version).
 	StableVersion string
 	CanaryVersion string
-	// CanaryWeight is the percentage of the managed routes' traffic sent to
+	// CanaryWeight is the percentage of the weighted routes' traffic sent to
 	// the canary; the rest goes to stable.
 	CanaryWeight int32
+	// HeaderRoutes are the managed routes that send the requests they match
+	// to the canary, placed before the weighted routes. Managed routes not
+	// listed are removed.
+	HeaderRoutes []api.HeaderRoute
+}
+
+// Equal reports whether two splits route the same way.
+func (s Split) Equal(o Split) bool {
+	if s.StableVersion != o.StableVersion || s.CanaryVersion != o.CanaryVersion || s.CanaryWeight != o.CanaryWeight || len(s.HeaderRoutes) != len(o.HeaderRoutes) {
+		return false
+	}
+	for i := range s.HeaderRoutes {
+		a, b := s.HeaderRoutes[i], o.HeaderRoutes[i]
+		if a.Name != b.Name || !slices.Equal(a.Match, b.Match) {
+			return false
+		}
+	}
+	return true
 }
 
 // Router reads and writes the traffic split of one release.
 //
 // Routers own only what a release manages (the weights of the named routes,
-// the version label of the two subsets) and leave every other field of the
-// user's objects as it was.
+// the managed routes by name, the version label of the two pools of pods)
+// and leave every other field of the user's objects as it was.
 type Router interface {
 	// Observe returns the split the mesh objects express now. When a referenced
 	// object, route, destination or subset does not exist it returns an error
