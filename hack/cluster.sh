@@ -209,9 +209,17 @@ STOPPED=()
 
 # Stop every recorded component, clients first: the API server shuts down in
 # about a second while etcd is up, but hangs if etcd goes first.
+# Any other pids/NAME.pid (e.g. hack/vane.sh's vane.pid) is a client of the
+# API server and goes in the first batch.
 stop_recorded() {
   [[ -d $PIDS ]] || return 0
-  stop_pids 10 watchdog kwok kube-scheduler kube-controller-manager
+  local f name clients=()
+  for f in "$PIDS"/*.pid; do
+    [[ -f $f ]] || continue
+    name=$(basename "$f" .pid)
+    [[ $name == kube-apiserver || $name == etcd ]] || clients+=("$name")
+  done
+  ((${#clients[@]} == 0)) || stop_pids 10 "${clients[@]}"
   stop_pids 15 kube-apiserver
   stop_pids 10 etcd
 }
@@ -585,8 +593,13 @@ cmd_down() {
 }
 
 cmd_status() {
-  local c pid rc=0
-  for c in "${COMPONENTS[@]}" watchdog; do
+  local c pid rc=0 extra=() f
+  for f in "$PIDS"/*.pid; do
+    [[ -f $f ]] || continue
+    c=$(basename "$f" .pid)
+    [[ " ${COMPONENTS[*]} watchdog " == *" $c "* ]] || extra+=("$c")
+  done
+  for c in "${COMPONENTS[@]}" watchdog "${extra[@]}"; do
     if pid=$(pid_of "$c"); then
       printf '%-24s running  pid %s\n' "$c" "$pid"
     elif [[ -f $PIDS/$c.pid ]]; then

@@ -14,7 +14,12 @@ kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status" 2>/dev/null; }
 
 total=0
 printf '%-24s %8s %10s %10s\n' component pid 'RSS MiB' 'peak MiB'
-for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok watchdog; do
+names=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+for f in "$RUN_DIR"/pids/*.pid; do # anything else recorded (vane, watchdog)
+  n=$(basename "$f" .pid)
+  [[ " ${names[*]} " == *" $n "* ]] || names+=("$n")
+done
+for name in "${names[@]}"; do
   f=$RUN_DIR/pids/$name.pid
   [[ -f $f ]] || continue
   pid=$(<"$f")

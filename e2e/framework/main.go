@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,8 +22,9 @@ import (
 )
 
 var (
-	currentMu sync.Mutex
-	current   *Cluster
+	currentMu   sync.Mutex
+	current     *Cluster
+	interrupted atomic.Bool
 )
 
 // Skipped reports whether VANE_E2E_SKIP=1 is set.
@@ -49,6 +51,7 @@ func Main(m *testing.M) int {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "\nframework: received %v, tearing the cluster down\n", sig)
+		interrupted.Store(true)
 		cancel() // interrupts a start-up in progress; Main's own path then cleans up
 		currentMu.Lock()
 		c := current
@@ -80,7 +83,7 @@ func Main(m *testing.M) int {
 	}
 
 	code := m.Run()
-	if code != 0 {
+	if code != 0 && !interrupted.Load() { // interrupted: the logs are going away
 		fmt.Fprintln(os.Stderr, "framework: tests failed; component logs follow")
 		c.DumpLogs(os.Stderr)
 	}

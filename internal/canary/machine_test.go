@@ -390,7 +390,7 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 			plan:      headerPlan,
 			obs:       Observation{Replicas: 3, StableAvailable: 3, Canary: ready(3), Split: split(100), Action: api.ActionAbort},
 			wantPhase: api.PhasePromoting, wantStep: 3,
-			wantAct:   Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, "action abort ignored: the release is Promoting; to go back, edit the version to v1"}}},
+			wantAct: Action{ClearAction: true, Events: []Event{{ReasonActionIgnored, "action abort ignored: the release is Promoting; to go back, edit the version to v1"}}},
 		},
 		"retry restarts an aborted release": {
 			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), api.ActionRetry),
@@ -407,7 +407,7 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 			plan:      headerPlan,
 			obs:       Observation{Replicas: 3, StableAvailable: 3, Rolled: true, Canary: ready(3), Split: routes.Split{StableVersion: "v2", CanaryVersion: "v2", CanaryWeight: 100, HeaderRoutes: []api.HeaderRoute{lane}}},
 			wantPhase: api.PhasePromoting, wantStep: 3,
-			wantAct:   Action{Split: &routes.Split{StableVersion: "v2", CanaryVersion: "v2"}},
+			wantAct: Action{Split: &routes.Split{StableVersion: "v2", CanaryVersion: "v2"}},
 		},
 		"a new canary version drains header routes too": {
 			st:   api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v3", StepCount: 3},
