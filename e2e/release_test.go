@@ -43,7 +43,13 @@ const seedRouting = `trafficRouting:
 
 // providerYAML is the Deployment of the seed with the given steps.
 func providerYAML(ns string, replicas int, steps string) string {
-	strategy := "canary:\n" + indent(seedRouting+"steps:\n"+steps, "  ")
+	return providerWith(ns, replicas, seedRouting, steps)
+}
+
+// providerWith is the Deployment of the seed with the given routing and
+// steps.
+func providerWith(ns string, replicas int, routing, steps string) string {
+	strategy := "canary:\n" + indent(routing+"steps:\n"+steps, "  ")
 	return fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -182,6 +188,32 @@ func versionEdit(v string) []byte {
 {"op":"replace","path":"/spec/template/spec/containers/0/image","value":"release-ci.daocloud.io/mspider/spring-dubbo3-provider:%s"}]`, v, tag))
 }
 
+// whenAction sets the one-shot action annotation, as kubectl annotate would.
+func (a *app) whenAction(action api.Action) time.Time {
+	a.t.Helper()
+	d := &appsv1.Deployment{}
+	d.Namespace, d.Name = a.ns, a.name
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, api.AnnotationAction, action)
+	at := time.Now()
+	if err := a.c.Client.Patch(context.Background(), d, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		a.t.Fatalf("annotate %s: %v", action, err)
+	}
+	return at
+}
+
+// canary returns the canary Deployment (nil when there is none).
+func (a *app) canary() *appsv1.Deployment {
+	a.t.Helper()
+	c := &appsv1.Deployment{}
+	if err := a.c.Client.Get(context.Background(), a.key(a.name+"-canary"), c); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		a.t.Fatal(err)
+	}
+	return c
+}
+
 // whenVersionEdited changes the pod template's version as a user would.
 func (a *app) whenVersionEdited(v string) {
 	a.t.Helper()
@@ -233,10 +265,11 @@ type observation struct {
 	stableReady    int
 	canaryReady    int
 	canaryReplicas int32 // -1: no canary Deployment
+	headerRoutes   []string
 }
 
 func (o observation) routes() string {
-	return fmt.Sprintf("stable%v=%d canary%v=%d", o.stableSubset, o.stableWeight, o.canarySubset, o.canaryWeight)
+	return fmt.Sprintf("stable%v=%d canary%v=%d headers%v", o.stableSubset, o.stableWeight, o.canarySubset, o.canaryWeight, o.headerRoutes)
 }
 
 // recorder watches a release every 20ms and checks, at every observed route
@@ -306,6 +339,9 @@ func (r *recorder) check(o observation) {
 	if o.canaryWeight > 0 && o.canaryReady == 0 {
 		r.errs = append(r.errs, fmt.Sprintf("%s: canary weight %d on subset %v with no Ready pods", o.at.Format("15:04:05.000"), o.canaryWeight, o.canarySubset))
 	}
+	if len(o.headerRoutes) > 0 && o.canaryReady == 0 {
+		r.errs = append(r.errs, fmt.Sprintf("%s: header routes %v to subset %v with no Ready pods", o.at.Format("15:04:05.000"), o.headerRoutes, o.canarySubset))
+	}
 	if o.stableWeight > 0 && o.stableReady == 0 {
 		r.errs = append(r.errs, fmt.Sprintf("%s: stable weight %d on subset %v with no Ready pods", o.at.Format("15:04:05.000"), o.stableWeight, o.stableSubset))
 	}
@@ -332,6 +368,9 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 		return o, err
 	}
 	for _, h := range vs.Spec.Http {
+		if h.Name == "lane" {
+			o.headerRoutes = append(o.headerRoutes, h.Name)
+		}
 		if h.Name != "test-v1" {
 			continue
 		}
