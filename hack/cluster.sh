@@ -4,7 +4,7 @@
 # built from Go modules pinned in hack/tools. No Docker, no kubelet: kwok fakes
 # the nodes and the pods on them.
 #
-#   hack/cluster.sh build   build the binaries into the cache (no-op when present)
+#   hack/cluster.sh build   build the binaries into the cache (no-op when up to date)
 #   hack/cluster.sh up      build if needed, start the cluster, print env exports
 #   hack/cluster.sh down    stop exactly the processes `up` recorded, remove run dir
 #   hack/cluster.sh env     print `export KUBECONFIG=... PATH=...` for eval
@@ -36,7 +36,7 @@ VANE_SCHEDULER_FLAGS=${VANE_SCHEDULER_FLAGS:-}
 VANE_KWOK_FLAGS=${VANE_KWOK_FLAGS:-}
 
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
-# Start order; `down` signals them all at once.
+# Start order. `down` stops clients first, then the API server, then etcd.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 PKI=$RUN_DIR/pki
@@ -369,9 +369,9 @@ write_kwok_config() {
   kwok_dir=$(module_dir "$KWOK_MODULE")
   : >"$RUN_DIR/kwok.yaml"
   for stage in node/fast node/heartbeat-with-lease pod/fast; do
-    for f in $(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$kwok_dir/kustomize/stage/$stage/kustomization.yaml"); do
+    while read -r f; do
       { echo "---"; cat "$kwok_dir/kustomize/stage/$stage/$f"; } >>"$RUN_DIR/kwok.yaml"
-    done
+    done < <(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$kwok_dir/kustomize/stage/$stage/kustomization.yaml")
   done
   grep -q 'kind: Stage' "$RUN_DIR/kwok.yaml" || die "no kwok stages found in $kwok_dir/kustomize/stage"
 }
@@ -420,6 +420,7 @@ install_crds() {
 
 print_env() {
   printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
+  # shellcheck disable=SC2016 # $PATH is for the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$BIN"
 }
 
