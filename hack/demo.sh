@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# demo.sh: the seed's weight scenario on a local cluster. Starts the control
-# plane and vane (registered over TLS), deploys the seed's dubbo3 provider and
-# consumer as plain opted-in Deployments with their VirtualServices,
-# DestinationRules and Gateway, edits the provider's version v1 → v2 as
-# `kubectl edit` would, and prints every step's weights and Ready pods per
-# version until the release is Healthy. Everything it started is stopped at
-# the end (KEEP=1 leaves the cluster running).
+# demo.sh [weight|header|all]: the seed's scenarios on a local cluster.
+# Starts the control plane and vane (registered over TLS), deploys the seed's
+# dubbo3 app as plain opted-in Deployments, edits the provider's version
+# v1 → v2 as `kubectl edit` would, and follows the release with
+# `kubectl vane status --watch` until it is Healthy.
+#   weight (default): VirtualService, DestinationRule and Gateway of
+#           rollouts/v1; 5% → pause → 50% → pause → promoted.
+#   header: rollouts-legacy/v1; a `lane: test-v2` route to v2, waiting for
+#           `kubectl vane promote`.
+# Everything it started is stopped at the end (KEEP=1 leaves it running).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,27 +34,62 @@ kubectl get nodes
 
 say "vane: webhook + controller, registered through a MutatingWebhookConfiguration over TLS"
 hack/vane.sh start
-go build -o "$VANE_RUN_DIR/bin/watch" ./hack/watch
+go build -o "$VANE_RUN_DIR/bin/kubectl-vane" ./cmd/kubectl-vane
+export PATH=$VANE_RUN_DIR/bin:$PATH   # kubectl finds the plugin: kubectl vane ...
 
-say "the seed's app (rollouts/v1) as plain Deployments"
-kubectl apply -f examples/weight/namespace.yaml
-kubectl apply -f examples/weight/
-kubectl -n demo rollout status deploy/dubbo3-provider --timeout=60s
-kubectl -n demo rollout status deploy/dubbo3-consumer --timeout=60s
-kubectl -n demo get deploy,virtualservice,destinationrule,gateway
+edit_version() { # edit_version NAMESPACE VERSION IMAGE_TAG
+  kubectl -n "$1" patch deploy dubbo3-provider --type=json -p "[
+    {\"op\":\"replace\",\"path\":\"/spec/template/metadata/labels/version\",\"value\":\"$2\"},
+    {\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/image\",\"value\":\"release-ci.daocloud.io/mspider/spring-dubbo3-provider:$3\"}]"
+  echo "spec.paused after the edit: $(kubectl -n "$1" get deploy dubbo3-provider -o jsonpath='{.spec.paused}')"
+}
 
-say "kubectl edit deploy/dubbo3-provider: version v1 → v2 (and the v0.3 image)"
-kubectl -n demo patch deploy dubbo3-provider --type=json -p '[
-  {"op":"replace","path":"/spec/template/metadata/labels/version","value":"v2"},
-  {"op":"replace","path":"/spec/template/spec/containers/0/image","value":"release-ci.daocloud.io/mspider/spring-dubbo3-provider:v0.3"}]'
-echo "spec.paused after the edit: $(kubectl -n demo get deploy dubbo3-provider -o jsonpath='{.spec.paused}')"
+weight() {
+  say "the seed's app (rollouts/v1) as plain Deployments"
+  kubectl apply -f examples/weight/namespace.yaml
+  kubectl apply -f examples/weight/
+  kubectl -n demo rollout status deploy/dubbo3-provider --timeout=60s
+  kubectl -n demo rollout status deploy/dubbo3-consumer --timeout=60s
+  kubectl -n demo get deploy,virtualservice,destinationrule,gateway
 
-say "the release, step by step (weights on route test-v1 of VirtualService provider; Ready pods per version)"
-"$VANE_RUN_DIR/bin/watch" -n demo -timeout 3m dubbo3-provider
+  say "kubectl edit deploy/dubbo3-provider: version v1 → v2 (and the v0.3 image)"
+  edit_version demo v2 v0.3
 
-say "after the release"
-kubectl -n demo get deploy -o wide
-kubectl -n demo get virtualservice provider -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight} {end}{"\n"}'
-kubectl -n demo get destinationrule dubbo-provider -o jsonpath='{range .spec.subsets[*]}{.name}={.labels} {end}{"\n"}'
-say "events on deploy/dubbo3-provider"
-kubectl -n demo get events --field-selector involvedObject.name=dubbo3-provider,involvedObject.kind=Deployment --sort-by=.metadata.creationTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message | grep -v ScalingReplicaSet
+  say "kubectl vane status --watch dubbo3-provider"
+  kubectl vane status --watch dubbo3-provider -n demo
+
+  say "after the release"
+  kubectl -n demo get deploy -o wide
+  kubectl -n demo get virtualservice provider -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight} {end}{"\n"}'
+  kubectl -n demo get destinationrule dubbo-provider -o jsonpath='{range .spec.subsets[*]}{.name}={.labels} {end}{"\n"}'
+  say "kubectl describe deploy/dubbo3-provider (its events)"
+  kubectl -n demo get events --field-selector involvedObject.name=dubbo3-provider,involvedObject.kind=Deployment --sort-by=.metadata.creationTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message | grep -v ScalingReplicaSet
+}
+
+header() {
+  say "the seed's header strategy (rollouts-legacy/v1) on a plain Deployment"
+  kubectl apply -f examples/header/namespace.yaml
+  kubectl apply -f examples/header/
+  kubectl -n demo-header rollout status deploy/dubbo3-provider --timeout=60s
+
+  say "kubectl edit deploy/dubbo3-provider: version v1 → v2"
+  edit_version demo-header v2 v0.3
+  for _ in $(seq 100); do
+    [[ $(kubectl -n demo-header get deploy dubbo3-provider -o jsonpath='{.metadata.annotations.vane\.io/status}') == *'"phase":"Paused"'* ]] && break
+    sleep 0.1
+  done
+  say "kubectl vane status dubbo3-provider: the lane is open, the release waits for a person"
+  kubectl vane status dubbo3-provider -n demo-header
+  kubectl -n demo-header get virtualservice provider -o jsonpath='{range .spec.http[*]}{.name}{" "}{.match}{" → "}{.route[*].destination.host}{"\n"}{end}'
+
+  say "kubectl vane promote dubbo3-provider"
+  kubectl vane promote dubbo3-provider -n demo-header
+  kubectl vane status --watch dubbo3-provider -n demo-header
+}
+
+case ${1:-weight} in
+  weight) weight ;;
+  header) header ;;
+  all) weight; header ;;
+  *) echo "usage: $0 [weight|header|all]" >&2; exit 2 ;;
+esac

@@ -177,8 +177,8 @@ func pauseLeft(name string, st *api.Status, plan *api.Plan, now time.Time) strin
 	return fmt.Sprintf("pause: %s left of %s", max(left, 0), *p.Duration)
 }
 
-// watchStatus redraws the status on every change until the release is
-// Healthy or Aborted.
+// watchStatus redraws the status on every change (not on the countdown of a
+// pause alone) until the release is Healthy or Aborted.
 func watchStatus(ctx context.Context, c client.Client, ns, name string, out io.Writer, every time.Duration) error {
 	last := ""
 	for {
@@ -187,9 +187,9 @@ func watchStatus(ctx context.Context, c client.Client, ns, name string, out io.W
 			return err
 		}
 		now := time.Now()
-		if s := v.render(now); s != last {
-			fmt.Fprintf(out, "── %s\n%s", now.Format("15:04:05.0"), s)
-			last = s
+		if key := v.render(time.Time{}); key != last {
+			fmt.Fprintf(out, "── %s\n%s", now.Format("15:04:05.0"), v.render(now))
+			last = key
 		}
 		if v.status != nil && (v.status.Phase == api.PhaseHealthy || v.status.Phase == api.PhaseAborted) && v.ready[v.status.StableVersion] == int(v.desired) {
 			return nil
