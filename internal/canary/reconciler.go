@@ -116,6 +116,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.act(ctx, d, router, act); err != nil {
 		return r.degraded(ctx, d, *st, err)
 	}
+	// A step starts once the previous step's move is made (its weight
+	// written), so a pause lasts its full duration as users see it.
+	if next.CurrentStepIndex != st.CurrentStepIndex && next.StepStartedAt != nil {
+		next.StepStartedAt.Time = r.now()
+	}
 	if err := r.persist(ctx, d, next, act); err != nil {
 		return ctrl.Result{}, err
 	}
