@@ -56,3 +56,29 @@ func TestManifestsApply(t *testing.T) {
 		}
 	}
 }
+
+// vane runs in the e2e suite with the token of manifests' ServiceAccount, so
+// every test exercises exactly the RBAC of manifests/rbac.yaml.
+func TestVaneRunsAsTheManifestsServiceAccount(t *testing.T) {
+	c := framework.Vane(t)
+	log := framework.VaneLog()
+	kubeconfig := filepath.Join(filepath.Dir(filepath.Dir(log)), "vane.kubeconfig")
+	cache, _ := os.UserCacheDir()
+	kubectl := filepath.Join(cache, "vane", "k8s-v1.37.2", "bin", "kubectl")
+	out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	if err != nil {
+		t.Fatalf("auth whoami: %v\n%s", err, out)
+	}
+	if got := string(out); got != "system:serviceaccount:vane-system:vane" {
+		t.Errorf("vane runs as %q, want the ServiceAccount vane-system/vane", got)
+	}
+	// And it may not do what it does not need: read Secrets of other
+	// namespaces, or change Pods.
+	for _, verb := range [][]string{{"get", "secrets", "-n", "default"}, {"delete", "pods", "-n", "default"}, {"update", "deployments", "--subresource=scale", "-n", "default"}} {
+		out, _ := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "auth", "can-i"}, verb...)...).CombinedOutput()
+		if strings.TrimSpace(string(out)) != "no" {
+			t.Errorf("vane can %v: %s", verb, out)
+		}
+	}
+	_ = c
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # vane.sh start|stop|restart|build: run vane's binary on the host against the
 # local cluster of hack/cluster.sh (same VANE_RUN_DIR), registered through a
-# MutatingWebhookConfiguration that calls it by URL over TLS.
+# MutatingWebhookConfiguration that calls it by URL over TLS. vane runs with
+# the token of the ServiceAccount of manifests/, bound to exactly the RBAC
+# of manifests/rbac.yaml, so a missing permission shows here too.
 #
 # Logs: $VANE_RUN_DIR/logs/vane.log. PID: $VANE_RUN_DIR/pids/vane.pid (so
 # cluster.sh down stops it too).
@@ -44,7 +46,9 @@ start() {
   mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
   sed "s|__URL__|https://127.0.0.1:$WEBHOOK_PORT/mutate-apps-v1-deployment|" "$ROOT/hack/local-webhook.yaml" |
     kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f - >/dev/null
-  KUBECONFIG=$KUBECONFIG_FILE setsid "$VANE_BIN" \
+  service_account_kubeconfig "$RUN_DIR/vane.kubeconfig"
+  KUBECONFIG=$RUN_DIR/vane.kubeconfig setsid "$VANE_BIN" \
+    --leader-election-namespace vane-system \
     --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" \
     --cert-dir "$RUN_DIR/vane-certs" --self-signed-hosts 127.0.0.1 --webhook-config-name vane \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
@@ -60,6 +64,26 @@ start() {
   done
   tail -n 30 "$RUN_DIR/logs/vane.log" >&2
   die "vane not ready after 30s"
+}
+
+# service_account_kubeconfig FILE: the ServiceAccount and RBAC of
+# manifests/, and a kubeconfig with a token of that ServiceAccount.
+service_account_kubeconfig() {
+  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f "$ROOT/manifests/namespace.yaml" >/dev/null
+  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -n vane-system -f "$ROOT/manifests/rbac.yaml" >/dev/null
+  local token server ca
+  token=$(kubectl --kubeconfig "$KUBECONFIG_FILE" create token vane -n vane-system --duration=48h)
+  server=$(kubectl --kubeconfig "$KUBECONFIG_FILE" config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(kubectl --kubeconfig "$KUBECONFIG_FILE" config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  umask 077
+  cat >"$1" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: vane, user: {token: "$token"}}]
+contexts: [{name: vane, context: {cluster: local, user: vane, namespace: vane-system}}]
+current-context: vane
+KUBECONFIG
 }
 
 # registered: the API server really calls the webhook with the current CA. A

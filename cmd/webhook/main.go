@@ -10,15 +10,19 @@ import (
 	"strings"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/vane-io/vane/internal/api"
 	"github.com/vane-io/vane/internal/canary"
 	"github.com/vane-io/vane/internal/certs"
 	"github.com/vane-io/vane/internal/mutate"
@@ -66,8 +70,16 @@ func run() error {
 			return fmt.Errorf("self-signed certificate: %w", err)
 		}
 	}
+	// The cache holds only Deployments labelled vane.io/canary (opted-in
+	// ones and the canaries vane creates), so memory does not grow with
+	// the cluster's other Deployments.
+	labelled, err := labels.Parse(api.LabelCanary)
+	if err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,

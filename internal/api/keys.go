@@ -13,6 +13,10 @@ const (
 	LabelCanary = Domain + "/canary"
 	// LabelCanaryEnabled is the only value of LabelCanary that opts in.
 	LabelCanaryEnabled = "enabled"
+	// LabelCanaryCanary is the value of LabelCanary on the canary
+	// Deployments vane creates: they carry the label (so vane's cache, which
+	// holds only Deployments with LabelCanary, sees them) but never opt in.
+	LabelCanaryCanary = "canary"
 
 	// LabelRole marks the canary Deployment vane creates and its pods, so the
 	// canary's selector never overlaps the stable pods.

@@ -15,14 +15,15 @@ func CanaryName(d *appsv1.Deployment) string { return d.Name + api.CanarySuffix 
 
 // desiredCanary builds the canary of d: d's current template and selector,
 // both extended with the canary role label so the canary never selects the
-// stable pods, owned by d so it goes when d goes. It is not opted in, so
-// neither the webhook nor the reconciler ever treats it as a release.
+// stable pods, owned by d so it goes when d goes. It is labelled
+// vane.io/canary=canary, not enabled, so neither the webhook nor the
+// reconciler ever treats it as a release.
 func desiredCanary(d *appsv1.Deployment, replicas int32) *appsv1.Deployment {
 	labels := maps.Clone(d.Labels)
-	delete(labels, api.LabelCanary)
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	labels[api.LabelCanary] = api.LabelCanaryCanary
 	labels[api.LabelRole] = api.RoleCanary
 
 	selector := d.Spec.Selector.DeepCopy()

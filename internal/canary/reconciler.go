@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vane-io/vane/internal/api"
+	"github.com/vane-io/vane/internal/metrics"
 	"github.com/vane-io/vane/internal/routes"
 )
 
@@ -78,6 +79,9 @@ func (r *Reconciler) releasesInNamespace(ctx context.Context, o client.Object) [
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	d := &appsv1.Deployment{}
 	if err := r.Reader.Get(ctx, req.NamespacedName, d); err != nil {
+		if apierrors.IsNotFound(err) {
+			metrics.ForgetRelease(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	st, err := api.StatusFrom(d.Annotations)
@@ -96,6 +100,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
 	if !st.InProgress() {
+		if st != nil {
+			metrics.ObserveRelease(d.Namespace, d.Name, *st)
+		}
 		if slices.Contains(d.Finalizers, api.Finalizer) {
 			return ctrl.Result{}, r.persist(ctx, d, *st, Action{Done: true})
 		}
@@ -123,6 +130,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if err := r.persist(ctx, d, next, act); err != nil {
 		return ctrl.Result{}, err
+	}
+	metrics.ObserveRelease(d.Namespace, d.Name, next)
+	if n := next.CurrentStepIndex - st.CurrentStepIndex; n > 0 {
+		metrics.StepsCompleted(d.Namespace, d.Name, int(n))
 	}
 	r.record(d, act.Events...)
 	return ctrl.Result{RequeueAfter: act.RequeueAfter}, nil
@@ -317,6 +328,7 @@ func (r *Reconciler) degraded(ctx context.Context, d *appsv1.Deployment, st api.
 	if err := r.persist(ctx, d, st, Action{}); err != nil {
 		return ctrl.Result{}, err
 	}
+	metrics.ObserveRelease(d.Namespace, d.Name, st)
 	if changed {
 		r.record(d, Event{ReasonDegraded, cause.Error()})
 	}

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/vane-io/vane/internal/api"
+	"github.com/vane-io/vane/internal/metrics"
 )
 
 // Path is where the webhook is served.
@@ -56,16 +57,25 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 			return admission.Errored(http.StatusBadRequest, err)
 		}
 	}
+	start := time.Now()
 	ops, err := Decide(oldObj, newObj, h.now())
-	if err != nil {
+	switch {
+	case err != nil:
+		metrics.Admission(metrics.DecisionDeny, time.Since(start))
 		log.V(1).Info("Denied", "reason", err.Error())
 		return admission.Denied(err.Error())
-	}
-	if len(ops) == 0 {
+	case len(ops) == 0:
+		metrics.Admission(metrics.DecisionAllow, time.Since(start))
 		return admission.Allowed("")
+	case oldObj != nil && oldObj.Spec.Template.Labels[api.VersionLabel(newObj.Annotations)] != newObj.Spec.Template.Labels[api.VersionLabel(newObj.Annotations)]:
+		metrics.Admission(metrics.DecisionHold, time.Since(start))
+		log.Info("Native rollout held", "dryRun", req.DryRun != nil && *req.DryRun)
+		return admission.Patched("canary release started", ops...)
+	default:
+		metrics.Admission(metrics.DecisionPatch, time.Since(start))
+		log.Info("Kept paused during a release", "dryRun", req.DryRun != nil && *req.DryRun)
+		return admission.Patched("kept paused during a release", ops...)
 	}
-	log.Info("Native rollout held", "ops", len(ops), "dryRun", req.DryRun != nil && *req.DryRun)
-	return admission.Patched("canary release started", ops...)
 }
 
 // Decide returns the JSON patch for a Deployment admission: nil when it passes
