@@ -104,3 +104,13 @@ func (c *Cluster) vaneScript(cmd string, extraEnv ...string) error {
 	}
 	return nil
 }
+
+// VaneMetricsURL is the address of vane's /metrics.
+func VaneMetricsURL() string {
+	for _, e := range vane.env {
+		if port, ok := strings.CutPrefix(e, "VANE_METRICS_PORT="); ok {
+			return "http://127.0.0.1:" + port + "/metrics"
+		}
+	}
+	return ""
+}
