@@ -75,6 +75,7 @@ spec:
 `, a.ns))
 	a.apply(providerWith(a.ns, replicas, legacyRouting, legacySteps))
 	a.waitAvailable("v1")
+	a.waitAdopted("v1")
 	return a
 }
 
@@ -169,6 +170,7 @@ func givenLaneAndWeightApp(t *testing.T) *app {
 	a.apply(dr)
 	a.apply(providerWith(a.ns, 2, managedRouting, laneAndWeight))
 	a.waitAvailable("v1")
+	a.waitAdopted("v1")
 	return a
 }
 

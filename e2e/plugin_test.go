@@ -54,7 +54,7 @@ func mustContain(t *testing.T, what, got string, wants ...string) {
 func TestKubectlPlugin(t *testing.T) {
 	a := givenApp(t, 2, "- setWeight: 20\n- pause: {}\n- setWeight: 60\n- pause: {duration: 1h}\n")
 	vane := plugin(t, a.c)
-	mustContain(t, "list before", vane("list", "-n", a.ns), "dubbo3-provider", "no release yet")
+	mustContain(t, "list before", vane("list", "-n", a.ns), "dubbo3-provider", "Healthy", "stable version v1")
 
 	a.whenVersionEdited("v2")
 	a.waitPhase(api.PhasePaused, 30*time.Second)

@@ -125,7 +125,18 @@ func givenApp(t *testing.T, replicas int, steps string) *app {
 	a.apply(dr)
 	a.apply(providerYAML(a.ns, replicas, steps))
 	a.waitAvailable("v1")
+	a.waitAdopted("v1")
 	return a
+}
+
+// waitAdopted waits until vane has recorded the rolled-out version as
+// stable (status Healthy), which lets it catch an unheld version change.
+func (a *app) waitAdopted(v string) {
+	a.t.Helper()
+	framework.WaitFor(a.t, 30*time.Second, "vane to record stable "+v, func(ctx context.Context) (bool, error) {
+		st, err := api.StatusFrom(a.deployment().Annotations)
+		return err == nil && st != nil && st.Phase == api.PhaseHealthy && st.StableVersion == v, nil
+	})
 }
 
 // apply creates an object from YAML.

@@ -178,12 +178,12 @@ func TestDryRunHasNoSideEffects(t *testing.T) {
 	if err := a.c.Client.Patch(context.Background(), d, client.RawPatch(types.JSONPatchType, versionEdit("v2")), client.DryRunAll); err != nil {
 		t.Fatal(err)
 	}
-	if !d.Spec.Paused || d.Annotations[api.AnnotationStatus] == "" {
+	if st, _ := api.StatusFrom(d.Annotations); !d.Spec.Paused || st == nil || st.Phase != api.PhaseProgressing {
 		t.Errorf("dry-run answer: paused=%v status=%q; want the hold shown", d.Spec.Paused, d.Annotations[api.AnnotationStatus])
 	}
 	time.Sleep(2 * time.Second)
 	after := a.deployment()
-	if after.ResourceVersion != before.ResourceVersion || after.Spec.Paused || after.Annotations[api.AnnotationStatus] != "" {
+	if after.ResourceVersion != before.ResourceVersion || after.Spec.Paused || after.Annotations[api.AnnotationStatus] != before.Annotations[api.AnnotationStatus] {
 		t.Errorf("dry run changed the Deployment: rv %s→%s paused=%v status=%q", before.ResourceVersion, after.ResourceVersion, after.Spec.Paused, after.Annotations[api.AnnotationStatus])
 	}
 	if !a.canaryGone() {

@@ -71,7 +71,8 @@ type Event struct {
 }
 
 // Event reasons. TrafficShifted is recorded by the reconciler whenever it
-// writes a split; ActionIgnored and RolloutDegraded are warnings.
+// writes a split; ActionIgnored, RolloutDegraded and ReleaseCaughtUp (a
+// version change the webhook did not hold) are warnings.
 const (
 	ReasonStepAdvanced     = "StepAdvanced"
 	ReasonTrafficShifted   = "TrafficShifted"
@@ -83,6 +84,7 @@ const (
 	ReasonRolloutCompleted = "RolloutCompleted"
 	ReasonRolledBack       = "RolloutRolledBack"
 	ReasonDegraded         = "RolloutDegraded"
+	ReasonCaughtUp         = "ReleaseCaughtUp"
 )
 
 // Next decides the next move of a release. It is a pure function of the

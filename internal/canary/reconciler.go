@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -100,6 +101,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
 	if !st.InProgress() {
+		if done, err := r.catchUp(ctx, d, st); done || err != nil {
+			return ctrl.Result{}, err
+		}
 		if st != nil {
 			metrics.ObserveRelease(d.Namespace, d.Name, *st)
 		}
@@ -364,12 +368,93 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 	return nil
 }
 
+// catchUp keeps track of the stable version of Deployments with no release
+// in progress, and catches a version change that reached the API server
+// without the webhook's hold (the webhook fails open): it pauses the native
+// rollout at once and starts the release from there. It reports whether it
+// wrote anything.
+func (r *Reconciler) catchUp(ctx context.Context, d *appsv1.Deployment, st *api.Status) (bool, error) {
+	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
+	rolled := rolledOut(d)
+	switch {
+	case version == "" || d.Spec.Paused || (st != nil && st.StableVersion == version):
+		return false, nil
+	case st == nil && !rolled:
+		// First sight of a Deployment mid-rollout: its stable version is
+		// unknown; look again once it is rolled out.
+		return false, nil
+	case st == nil:
+		return true, r.writeStatus(ctx, d, nil, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "stable version " + version})
+	}
+	plan, err := api.ParsePlan(d.Annotations)
+	if rolled || err != nil {
+		why := "it rolled out before vane could hold it"
+		if err != nil {
+			why = err.Error()
+		}
+		r.record(d, Event{ReasonDegraded, fmt.Sprintf("version %s → %s was not held by the webhook and rolled out natively, without a canary: %s", st.StableVersion, version, why)})
+		return true, r.writeStatus(ctx, d, st, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "rolled out natively without a canary"})
+	}
+	next := api.Status{
+		Phase:         api.PhaseProgressing,
+		StableVersion: st.StableVersion,
+		CanaryVersion: version,
+		StepCount:     int32(len(plan.Steps)),
+		StepStartedAt: &metav1.MicroTime{Time: r.now()},
+		Message:       fmt.Sprintf("version %s → %s reached the cluster without the webhook's hold: native rollout paused, canary release started", st.StableVersion, version),
+	}
+	if err := r.writeStatus(ctx, d, st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}, finalizerOp(d)); err != nil {
+		return true, err
+	}
+	r.record(d, Event{ReasonCaughtUp, next.Message})
+	return true, nil
+}
+
+// writeStatus writes st (and extra ops) if the status annotation still is
+// prev (nil: absent) and the version label what d says.
+func (r *Reconciler) writeStatus(ctx context.Context, d *appsv1.Deployment, prev *api.Status, st api.Status, extra ...patchOp) error {
+	key := api.VersionLabel(d.Annotations)
+	ops := []patchOp{{Op: "test", Path: "/spec/template/metadata/labels/" + jsonpointer.Escape(key), Value: d.Spec.Template.Labels[key]}}
+	if prev != nil {
+		ops = append(ops, patchOp{Op: "test", Path: statusPointer, Value: d.Annotations[api.AnnotationStatus]})
+	}
+	if d.Annotations == nil {
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{}})
+	}
+	ops = append(ops, patchOp{Op: "add", Path: statusPointer, Value: st.Encode()})
+	for _, op := range extra {
+		if op.Op != "" {
+			ops = append(ops, op)
+		}
+	}
+	data, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}
+
+// finalizerOp adds vane's finalizer unless d has it (then it is a no-op).
+func finalizerOp(d *appsv1.Deployment) patchOp {
+	switch {
+	case slices.Contains(d.Finalizers, api.Finalizer):
+		return patchOp{}
+	case len(d.Finalizers) == 0:
+		return patchOp{Op: "add", Path: "/metadata/finalizers", Value: []string{api.Finalizer}}
+	default:
+		return patchOp{Op: "add", Path: "/metadata/finalizers/-", Value: api.Finalizer}
+	}
+}
+
 // record records Events on d; ActionIgnored and RolloutDegraded are
 // warnings.
 func (r *Reconciler) record(d *appsv1.Deployment, evs ...Event) {
 	for _, e := range evs {
 		kind := corev1.EventTypeNormal
-		if e.Reason == ReasonActionIgnored || e.Reason == ReasonDegraded {
+		if e.Reason == ReasonActionIgnored || e.Reason == ReasonDegraded || e.Reason == ReasonCaughtUp {
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(d, nil, kind, e.Reason, "Release", "%s", e.Message)
