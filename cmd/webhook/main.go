@@ -4,10 +4,12 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -37,15 +39,18 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
-		probeAddr   = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-		webhookHost = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
-		webhookPort = flag.Int("webhook-port", 9443, "port of the webhook server")
-		certDir     = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory holding tls.crt and tls.key")
-		selfSigned  = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate a CA and serving certificate for them in --cert-dir when missing or expiring")
-		webhookCfg  = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is set to the generated CA (with --self-signed-hosts)")
-		leaderElect = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
-		leaderNS    = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
+		metricsAddr  = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
+		probeAddr    = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+		webhookHost  = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
+		webhookPort  = flag.Int("webhook-port", 9443, "port of the webhook server")
+		certDir      = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
+		selfSigned   = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate and renew a CA and serving certificate for them")
+		certSecret   = flag.String("cert-secret", "", "NAMESPACE/NAME of the Secret that keeps the generated certificate, shared by all replicas (with --self-signed-hosts)")
+		certValidity = flag.Duration("cert-validity", 365*24*time.Hour, "validity of generated serving certificates; renewed at half")
+		certInterval = flag.Duration("cert-check-interval", time.Hour, "how often the generated certificate is checked for renewal")
+		webhookCfg   = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is kept on the generated CA (with --self-signed-hosts)")
+		leaderElect  = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
+		leaderNS     = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -64,11 +69,34 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var caPEM []byte
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	webhookOpts := webhook.Options{Host: *webhookHost, Port: *webhookPort, CertDir: *certDir}
+	var rotator *certs.Rotator
 	if *selfSigned != "" {
-		if caPEM, err = certs.EnsureSelfSigned(*certDir, strings.Split(*selfSigned, ",")); err != nil {
-			return fmt.Errorf("self-signed certificate: %w", err)
+		rotator = &certs.Rotator{
+			Store:         &certs.DirStore{Dir: *certDir},
+			Client:        direct,
+			Hosts:         strings.Split(*selfSigned, ","),
+			Validity:      *certValidity,
+			Interval:      *certInterval,
+			WebhookConfig: *webhookCfg,
 		}
+		if *certSecret != "" {
+			ns, name, ok := strings.Cut(*certSecret, "/")
+			if !ok {
+				return fmt.Errorf("--cert-secret %q: want NAMESPACE/NAME", *certSecret)
+			}
+			rotator.Store = &certs.SecretStore{Client: direct, Namespace: ns, Name: name}
+		}
+		if err := rotator.Ensure(ctx); err != nil {
+			return fmt.Errorf("webhook certificate: %w", err)
+		}
+		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rotator.GetCertificate }}
+		log.Info("Webhook certificate ready", "hosts", rotator.Hosts, "mutatingWebhookConfiguration", *webhookCfg)
 	}
 	// The cache holds only Deployments labelled vane.io/canary (opted-in
 	// ones and the canaries vane creates), so memory does not grow with
@@ -85,11 +113,7 @@ func run() error {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "vane.io",
 		LeaderElectionNamespace: *leaderNS,
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host:    *webhookHost,
-			Port:    *webhookPort,
-			CertDir: *certDir,
-		}),
+		WebhookServer:           webhook.NewServer(webhookOpts),
 	})
 	if err != nil {
 		return fmt.Errorf("new manager: %w", err)
@@ -104,16 +128,10 @@ func run() error {
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return err
 	}
-	ctx := ctrl.SetupSignalHandler()
-	if caPEM != nil && *webhookCfg != "" {
-		c, err := client.New(cfg, client.Options{Scheme: scheme})
-		if err != nil {
+	if rotator != nil {
+		if err := mgr.Add(rotator); err != nil {
 			return err
 		}
-		if err := certs.InjectCABundle(ctx, c, *webhookCfg, caPEM); err != nil {
-			return err
-		}
-		log.Info("CA bundle injected", "mutatingWebhookConfiguration", *webhookCfg)
 	}
 	log.Info("Starting", "webhookPort", *webhookPort)
 	return mgr.Start(ctx)

@@ -1,83 +1,114 @@
 // Package certs gives the webhook a serving certificate when none is
-// provided: a self-signed CA and a certificate for the webhook's hosts,
-// written to the certificate directory, and the CA injected into the
+// provided: a CA and a certificate for the webhook's hosts, kept in a store
+// shared by the replicas (a Secret, or a directory when run on a host),
+// renewed before they expire, served from memory, with the CA kept in the
 // MutatingWebhookConfiguration's caBundle.
 package certs
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
-	"slices"
 	"time"
-
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"k8s.io/client-go/util/retry"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// File names in the certificate directory, as controller-runtime's webhook
-// server reads them.
-const (
-	CertFile = "tls.crt"
-	KeyFile  = "tls.key"
-	CAFile   = "ca.crt"
-)
+// Bundle is a CA and a serving certificate it signed, PEM-encoded.
+type Bundle struct {
+	CACert, CAKey []byte
+	Cert, Key     []byte
+}
 
-// validity of generated certificates; they are renewed when less than a
-// third is left.
-const validity = 365 * 24 * time.Hour
+// CAValidity is how long a generated CA lasts. The CA is the part the API
+// server trusts (caBundle), so it changes as rarely as possible; serving
+// certificates are renewed under it.
+const CAValidity = 10 * 365 * 24 * time.Hour
 
-// EnsureSelfSigned makes sure dir holds a serving certificate for hosts (DNS
-// names or IPs) signed by a CA in the same dir, generating both when missing,
-// expiring or issued for other hosts. It returns the CA in PEM.
-func EnsureSelfSigned(dir string, hosts []string) ([]byte, error) {
-	if ca, ok := current(dir, hosts); ok {
-		return ca, nil
+// Renew returns b with what is missing, past half its validity, or issued
+// for other hosts replaced, and reports whether anything changed. A new CA
+// means a new serving certificate.
+func Renew(b Bundle, hosts []string, now time.Time, validity time.Duration) (Bundle, bool, error) {
+	if len(hosts) == 0 {
+		return b, false, errors.New("no hosts for the serving certificate")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+	changed := false
+	ca, caKey, err := parse(b.CACert, b.CAKey)
+	if err != nil || renewDue(ca, now) {
+		if b.CACert, b.CAKey, err = newCA(now); err != nil {
+			return b, false, err
+		}
+		if ca, caKey, err = parse(b.CACert, b.CAKey); err != nil {
+			return b, false, err
+		}
+		b.Cert, changed = nil, true
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, _, err := parse(b.Cert, b.Key)
+	if err != nil || renewDue(cert, now) || !covers(cert, hosts) || cert.CheckSignatureFrom(ca) != nil {
+		if b.Cert, b.Key, err = newServing(ca, caKey, hosts, now, validity); err != nil {
+			return b, false, err
+		}
+		changed = true
+	}
+	return b, changed, nil
+}
+
+// TLS returns the serving certificate for a tls.Config.
+func (b Bundle) TLS() (*tls.Certificate, error) {
+	c, err := tls.X509KeyPair(b.Cert, b.Key)
+	return &c, err
+}
+
+// renewDue: past half of its validity (so that every replica, checking at
+// intervals much shorter than that, sees the new one before the old expires).
+func renewDue(c *x509.Certificate, now time.Time) bool {
+	return now.After(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2))
+}
+
+func covers(c *x509.Certificate, hosts []string) bool {
+	for _, h := range hosts {
+		if c.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func parse(certPEM, keyPEM []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, nil, errors.New("missing")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	return cert, key, err
+}
+
+func newCA(now time.Time) ([]byte, []byte, error) {
+	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "vane-webhook-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(validity),
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
+	return issue(tmpl, nil, nil, now, CAValidity)
+}
+
+func newServing(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string, now time.Time, validity time.Duration) ([]byte, []byte, error) {
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: hosts[0]},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -86,90 +117,33 @@ func EnsureSelfSigned(dir string, hosts []string) ([]byte, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	return issue(tmpl, ca, caKey, now, validity)
+}
+
+// issue signs tmpl with the CA (itself when ca is nil) and returns the
+// certificate and a new key, PEM-encoded.
+func issue(tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey, now time.Time, validity time.Duration) ([]byte, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl.SerialNumber = serial
+	// A minute of slack for clocks a little behind ours.
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Minute), now.Add(validity)
+	if ca == nil {
+		ca, caKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	files := map[string][]byte{
-		CAFile:   caPEM,
-		CertFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
-	// The key is written last: the webhook server's watcher reloads on it.
-	for _, name := range []string{CAFile, CertFile, KeyFile} {
-		if err := writeAtomic(filepath.Join(dir, name), files[name]); err != nil {
-			return nil, err
-		}
-	}
-	return caPEM, nil
-}
-
-// current returns the CA when dir already holds a certificate for hosts with
-// more than a third of its validity left.
-func current(dir string, hosts []string) ([]byte, bool) {
-	ca, err := os.ReadFile(filepath.Join(dir, CAFile))
-	if err != nil {
-		return nil, false
-	}
-	crt, err := os.ReadFile(filepath.Join(dir, CertFile))
-	if err != nil {
-		return nil, false
-	}
-	if _, err := os.Stat(filepath.Join(dir, KeyFile)); err != nil {
-		return nil, false
-	}
-	block, _ := pem.Decode(crt)
-	if block == nil {
-		return nil, false
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil || time.Until(cert.NotAfter) < validity/3 {
-		return nil, false
-	}
-	for _, h := range hosts {
-		if cert.VerifyHostname(h) != nil {
-			return nil, false
-		}
-	}
-	return ca, true
-}
-
-// InjectCABundle sets caBundle on every webhook of the named
-// MutatingWebhookConfiguration.
-func InjectCABundle(ctx context.Context, c client.Client, name string, caPEM []byte) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cfg := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		if err := c.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
-			return fmt.Errorf("get mutatingwebhookconfiguration %s: %w", name, err)
-		}
-		changed := false
-		for i := range cfg.Webhooks {
-			if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, caPEM) {
-				cfg.Webhooks[i].ClientConfig.CABundle = slices.Clone(caPEM)
-				changed = true
-			}
-		}
-		if !changed {
-			return nil
-		}
-		return c.Update(ctx, cfg)
-	})
-}
-
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	return n
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
