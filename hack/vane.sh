@@ -52,7 +52,7 @@ start() {
     --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" \
     --cert-dir "$RUN_DIR/vane-certs" --self-signed-hosts 127.0.0.1 --webhook-config-name vane \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
-    --zap-log-level "${VANE_LOG_LEVEL:-info}" >>"$RUN_DIR/logs/vane.log" 2>&1 </dev/null &
+    --zap-log-level "${VANE_LOG_LEVEL:-info}" ${VANE_EXTRA_ARGS:-} >>"$RUN_DIR/logs/vane.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/pids/vane.pid"
   for _ in $(seq 300); do
     alive || { tail -n 30 "$RUN_DIR/logs/vane.log" >&2; die "vane exited"; }

@@ -58,13 +58,14 @@ func Vane(t testing.TB) *Cluster {
 }
 
 // RestartVane stops vane and starts it again (without rebuilding), as a
-// controller restart or a rescheduled pod would.
-func RestartVane(t testing.TB) {
+// controller restart or a rescheduled pod would. Extra arguments go to the
+// binary's command line until the next restart.
+func RestartVane(t testing.TB, args ...string) {
 	t.Helper()
 	StopVane(t)
 	vane.Lock()
 	defer vane.Unlock()
-	if err := Current(t).vaneScript("start", "VANE_SKIP_BUILD=1"); err != nil {
+	if err := Current(t).vaneScript("start", "VANE_SKIP_BUILD=1", "VANE_EXTRA_ARGS="+strings.Join(args, " ")); err != nil {
 		t.Fatalf("restart vane: %v", err)
 	}
 	vane.started = true
@@ -110,6 +111,16 @@ func VaneMetricsURL() string {
 	for _, e := range vane.env {
 		if port, ok := strings.CutPrefix(e, "VANE_METRICS_PORT="); ok {
 			return "http://127.0.0.1:" + port + "/metrics"
+		}
+	}
+	return ""
+}
+
+// VaneWebhookAddr is host:port of vane's webhook server.
+func VaneWebhookAddr() string {
+	for _, e := range vane.env {
+		if port, ok := strings.CutPrefix(e, "VANE_WEBHOOK_PORT="); ok {
+			return "127.0.0.1:" + port
 		}
 	}
 	return ""

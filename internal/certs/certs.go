@@ -50,7 +50,7 @@ func Renew(b Bundle, hosts []string, now time.Time, validity time.Duration) (Bun
 		b.Cert, changed = nil, true
 	}
 	cert, _, err := parse(b.Cert, b.Key)
-	if err != nil || renewDue(cert, now) || !covers(cert, hosts) || cert.CheckSignatureFrom(ca) != nil {
+	if err != nil || renewDue(cert, now) || !covers(cert, hosts) || cert.CheckSignatureFrom(ca) != nil || longer(cert, validity) {
 		if b.Cert, b.Key, err = newServing(ca, caKey, hosts, now, validity); err != nil {
 			return b, false, err
 		}
@@ -69,6 +69,11 @@ func (b Bundle) TLS() (*tls.Certificate, error) {
 // intervals much shorter than that, sees the new one before the old expires).
 func renewDue(c *x509.Certificate, now time.Time) bool {
 	return now.After(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2))
+}
+
+// longer: issued for longer than validity now asks (it was lowered).
+func longer(c *x509.Certificate, validity time.Duration) bool {
+	return c.NotAfter.Sub(c.NotBefore) > validity+2*time.Minute
 }
 
 func covers(c *x509.Certificate, hosts []string) bool {

@@ -56,17 +56,23 @@ func TestRenew(t *testing.T) {
 		now        time.Time
 		wantChange bool
 		wantNewCA  bool
+		validity   time.Duration
 	}{
 		"fresh stays":                  {b: fresh, hosts: hosts, now: t0.Add(time.Hour)},
 		"past half is renewed":         {b: fresh, hosts: hosts, now: t0.Add(13 * time.Hour), wantChange: true},
 		"another host is renewed":      {b: fresh, hosts: []string{"other.svc"}, now: t0, wantChange: true},
+		"a lowered validity renews":    {b: fresh, hosts: hosts, now: t0, wantChange: true, validity: time.Hour},
 		"a CA past half is replaced":   {b: fresh, hosts: hosts, now: t0.Add(CAValidity/2 + day), wantChange: true, wantNewCA: true},
 		"a lost CA key replaces both":  {b: Bundle{CACert: fresh.CACert, Cert: fresh.Cert, Key: fresh.Key}, hosts: hosts, now: t0, wantChange: true, wantNewCA: true},
 		"a garbled certificate renews": {b: Bundle{CACert: fresh.CACert, CAKey: fresh.CAKey, Cert: []byte("x"), Key: fresh.Key}, hosts: hosts, now: t0, wantChange: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got, changed, err := Renew(tc.b, tc.hosts, tc.now, day)
+			validity := day
+			if tc.validity != 0 {
+				validity = tc.validity
+			}
+			got, changed, err := Renew(tc.b, tc.hosts, tc.now, validity)
 			if err != nil {
 				t.Fatal(err)
 			}
