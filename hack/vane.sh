@@ -3,7 +3,7 @@
 # local cluster of hack/cluster.sh (same VANE_RUN_DIR), registered through a
 # MutatingWebhookConfiguration that calls it by URL over TLS. vane runs with
 # the token of the ServiceAccount of manifests/, bound to exactly the RBAC
-# of manifests/rbac.yaml, so a missing permission shows here too.
+# of manifests/base/rbac.yaml, so a missing permission shows here too.
 #
 # Logs: $VANE_RUN_DIR/logs/vane.log. PID: $VANE_RUN_DIR/pids/vane.pid (so
 # cluster.sh down stops it too).
@@ -69,8 +69,8 @@ start() {
 # service_account_kubeconfig FILE: the ServiceAccount and RBAC of
 # manifests/, and a kubeconfig with a token of that ServiceAccount.
 service_account_kubeconfig() {
-  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f "$ROOT/manifests/namespace.yaml" >/dev/null
-  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -n vane-system -f "$ROOT/manifests/rbac.yaml" >/dev/null
+  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f "$ROOT/manifests/base/namespace.yaml" >/dev/null
+  kubectl --kubeconfig "$KUBECONFIG_FILE" apply -n vane-system -f "$ROOT/manifests/base/rbac.yaml" >/dev/null
   local token server ca
   token=$(kubectl --kubeconfig "$KUBECONFIG_FILE" create token vane -n vane-system --duration=48h)
   server=$(kubectl --kubeconfig "$KUBECONFIG_FILE" config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
