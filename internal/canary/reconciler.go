@@ -244,13 +244,19 @@ func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.S
 	oldStatus, hadStatus := d.Annotations[api.AnnotationStatus]
 	newStatus := st.Encode()
 	finalizers := d.Finalizers
-	if act.Done {
+	switch {
+	case act.Done:
 		finalizers = slices.DeleteFunc(slices.Clone(d.Finalizers), func(f string) bool { return f == api.Finalizer })
+	case st.InProgress() && !slices.Contains(d.Finalizers, api.Finalizer):
+		// Added by the controller, not the webhook: a finalizer set in an
+		// apply's admission would belong to the applier, and its next apply
+		// would drop it.
+		finalizers = append(slices.Clone(d.Finalizers), api.Finalizer)
 	}
 	unpause := act.Unpause && d.Spec.Paused
 	action, hasAction := d.Annotations[api.AnnotationAction]
 	clearAction := act.ClearAction && hasAction
-	if newStatus == oldStatus && !unpause && len(finalizers) == len(d.Finalizers) && !clearAction {
+	if newStatus == oldStatus && !unpause && slices.Equal(finalizers, d.Finalizers) && !clearAction {
 		return nil
 	}
 	key := api.VersionLabel(d.Annotations)
@@ -266,7 +272,11 @@ func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.S
 		test(actionPointer, action)
 		ops = append(ops, patchOp{Op: "remove", Path: actionPointer})
 	}
-	if len(finalizers) != len(d.Finalizers) {
+	switch {
+	case slices.Equal(finalizers, d.Finalizers):
+	case len(d.Finalizers) == 0:
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata/finalizers", Value: finalizers})
+	default:
 		test("/metadata/finalizers", d.Finalizers)
 		ops = append(ops, patchOp{Op: "replace", Path: "/metadata/finalizers", Value: finalizers})
 	}

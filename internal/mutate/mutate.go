@@ -101,7 +101,7 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 	key := api.VersionLabel(cur.Annotations)
 	oldVersion, newVersion := old.Spec.Template.Labels[key], cur.Spec.Template.Labels[key]
 	if oldVersion == newVersion {
-		return holdDuringRelease(cur), nil
+		return holdDuringRelease(old, cur), nil
 	}
 	if newVersion == "" {
 		return nil, fmt.Errorf("pod template label %q is required on a Deployment labelled %s=%s: vane starts a release when it changes; set it, or name another key in annotation %s", key, api.LabelCanary, api.LabelCanaryEnabled, api.AnnotationVersionLabel)
@@ -152,48 +152,43 @@ func startStatus(old *appsv1.Deployment, oldVersion, newVersion string, steps in
 	return st
 }
 
-// holdDuringRelease keeps the native rollout paused while a release walks its
-// steps, even if an apply (say, a GitOps sync with paused: false) unpauses
-// it. Vane itself unpauses only once the status says Promoting.
-func holdDuringRelease(cur *appsv1.Deployment) []jsonpatch.Operation {
+// holdDuringRelease keeps a release's state while it walks its steps,
+// whatever an apply sends: the native rollout stays paused (a GitOps sync
+// with paused: false), and the status annotation stays (a server-side apply
+// drops fields its manager came to own when this webhook set them in its
+// request). Vane itself unpauses only once the status says Promoting.
+func holdDuringRelease(old, cur *appsv1.Deployment) []jsonpatch.Operation {
 	st, _ := api.StatusFrom(cur.Annotations)
+	var ops []jsonpatch.Operation
+	if _, kept := cur.Annotations[api.AnnotationStatus]; !kept {
+		if st, _ = api.StatusFrom(old.Annotations); st.InProgress() {
+			ops = append(ops, statusOp(cur, *st))
+		}
+	}
 	if cur.Spec.Paused || !st.InProgress() {
-		return nil
+		return ops
 	}
 	switch st.Phase {
 	case api.PhaseProgressing, api.PhasePaused, api.PhaseDegraded, api.PhaseAborted:
-		return []jsonpatch.Operation{jsonpatch.NewOperation("add", "/spec/paused", true)}
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/paused", true))
 	}
-	return nil
+	return ops
 }
 
-// holdPatch pauses the Deployment, records st and adds the finalizer that
-// lets vane restore traffic if the Deployment is deleted mid-release.
+// holdPatch pauses the Deployment and records st. The controller adds its
+// finalizer on its first move.
 func holdPatch(cur *appsv1.Deployment, st api.Status) []jsonpatch.Operation {
 	var ops []jsonpatch.Operation
 	if !cur.Spec.Paused {
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/paused", true))
 	}
-	if cur.Annotations == nil {
-		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{api.AnnotationStatus: st.Encode()}))
-	} else {
-		ops = append(ops, jsonpatch.NewOperation("add", statusPointer, st.Encode()))
-	}
-	if !hasFinalizer(cur) {
-		if len(cur.Finalizers) == 0 {
-			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/finalizers", []string{api.Finalizer}))
-		} else {
-			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/finalizers/-", api.Finalizer))
-		}
-	}
-	return ops
+	return append(ops, statusOp(cur, st))
 }
 
-func hasFinalizer(d *appsv1.Deployment) bool {
-	for _, f := range d.Finalizers {
-		if f == api.Finalizer {
-			return true
-		}
+// statusOp sets the status annotation.
+func statusOp(cur *appsv1.Deployment, st api.Status) jsonpatch.Operation {
+	if cur.Annotations == nil {
+		return jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{api.AnnotationStatus: st.Encode()})
 	}
-	return false
+	return jsonpatch.NewOperation("add", statusPointer, st.Encode())
 }

@@ -234,12 +234,11 @@ func TestDecide(t *testing.T) {
 			if got.Spec.Paused != tc.wantPaused {
 				t.Errorf("spec.paused = %v, want %v", got.Spec.Paused, tc.wantPaused)
 			}
-			// Only paused, the status annotation and the finalizer may change.
+			// Only paused and the status annotation may change.
 			want := tc.new.DeepCopy()
 			want.Spec.Paused = tc.wantPaused
 			if tc.wantStatus != nil {
 				want.Annotations[api.AnnotationStatus] = tc.wantStatus.Encode()
-				want.Finalizers = []string{api.Finalizer}
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("patched object (-want,+got):\n%s", diff)
@@ -248,20 +247,24 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestDecideKeepsOtherFinalizers(t *testing.T) {
-	old, cur := newDeploy("v1").obj(), newDeploy("v2").obj()
-	cur.Finalizers = []string{"example.com/keep"}
-	ops, err := Decide(old, cur, now)
+// A server-side apply by a GitOps tool drops the fields its manager came to
+// own when the webhook set them in its request (spec.paused, the status):
+// during a release the webhook puts them back.
+func TestDecideKeepsReleaseStateAgainstApplies(t *testing.T) {
+	inProgress := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", CurrentStepIndex: 1, StepCount: 2, CanaryWeight: 5}
+	old := newDeploy("v2").paused().status(inProgress).obj()
+	applied := newDeploy("v2").obj() // the git manifest: no paused, no status
+	ops, err := Decide(old, applied, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := apply(t, cur, ops)
-	if diff := cmp.Diff([]string{"example.com/keep", api.Finalizer}, got.Finalizers); diff != "" {
-		t.Errorf("finalizers (-want,+got):\n%s", diff)
+	got := apply(t, applied, ops)
+	if !got.Spec.Paused || got.Annotations[api.AnnotationStatus] != inProgress.Encode() {
+		t.Errorf("after the apply: paused=%v status=%q; want both kept", got.Spec.Paused, got.Annotations[api.AnnotationStatus])
 	}
-	// A second identical update adds nothing twice.
-	ops, _ = Decide(got, got, now)
-	if len(ops) != 0 {
-		t.Errorf("re-admitting the patched object: want no patch, got %v", ops)
+	// Once released, an apply without the status is the user's business.
+	healthy := newDeploy("v2").status(api.Status{Phase: api.PhaseHealthy, StableVersion: "v2"}).obj()
+	if ops, _ := Decide(healthy, newDeploy("v2").obj(), now); len(ops) != 0 {
+		t.Errorf("no release in progress: want no patch, got %v", ops)
 	}
 }
