@@ -7,6 +7,10 @@
 #
 # Logs: $VANE_RUN_DIR/logs/vane.log. PID: $VANE_RUN_DIR/pids/vane.pid (so
 # cluster.sh down stops it too).
+#
+# VANE_INSTANCE=N runs a further replica (vaneN.pid, vaneN.log, its own
+# VANE_*_PORTs) beside the first: it shares the certificate directory and
+# does not take over the webhook configuration, which calls the first.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +20,9 @@ WEBHOOK_PORT=${VANE_WEBHOOK_PORT:-19443}
 PROBE_PORT=${VANE_PROBE_PORT:-18081}
 METRICS_PORT=${VANE_METRICS_PORT:-18080}
 VANE_BIN=${VANE_BIN:-$RUN_DIR/bin/vane}
+NAME=vane${VANE_INSTANCE:-}
+PIDFILE=$RUN_DIR/pids/$NAME.pid
+LOGFILE=$RUN_DIR/logs/$NAME.log
 eval "$("$ROOT/hack/cluster.sh" env)"
 export KUBECONFIG=$KUBECONFIG_FILE
 
@@ -27,42 +34,47 @@ build() {
   (cd "$ROOT" && go build -o "$VANE_BIN" ./cmd/webhook)
 }
 
-alive() { [[ -f $RUN_DIR/pids/vane.pid ]] && kill -0 "$(cat "$RUN_DIR/pids/vane.pid")" 2>/dev/null; }
+alive() { [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 stop() {
-  alive || { rm -f "$RUN_DIR/pids/vane.pid"; return 0; }
-  local pid; pid=$(cat "$RUN_DIR/pids/vane.pid")
+  alive || { rm -f "$PIDFILE"; return 0; }
+  local pid; pid=$(cat "$PIDFILE")
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$RUN_DIR/pids/vane.pid"
-  log "vane stopped"
+  rm -f "$PIDFILE"
+  log "$NAME stopped"
 }
 
 start() {
   [[ -f $KUBECONFIG_FILE ]] || die "no cluster in $RUN_DIR: run hack/cluster.sh up first"
-  alive && { log "vane already running (pid $(cat "$RUN_DIR/pids/vane.pid"))"; return 0; }
+  alive && { log "vane already running (pid $(cat "$PIDFILE"))"; return 0; }
   [[ -x $VANE_BIN && ${VANE_SKIP_BUILD:-} == 1 ]] || build
   mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
-  sed "s|__URL__|https://127.0.0.1:$WEBHOOK_PORT/mutate-apps-v1-deployment|" "$ROOT/hack/local-webhook.yaml" |
-    kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f - >/dev/null
+  local webhook_args=(--webhook-config-name vane)
+  if [[ -z ${VANE_INSTANCE:-} ]]; then
+    sed "s|__URL__|https://127.0.0.1:$WEBHOOK_PORT/mutate-apps-v1-deployment|" "$ROOT/hack/local-webhook.yaml" |
+      kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f - >/dev/null
+  else
+    webhook_args=()
+  fi
   service_account_kubeconfig "$RUN_DIR/vane.kubeconfig"
   KUBECONFIG=$RUN_DIR/vane.kubeconfig setsid "$VANE_BIN" \
     --leader-election-namespace vane-system \
     --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" \
-    --cert-dir "$RUN_DIR/vane-certs" --self-signed-hosts 127.0.0.1 --webhook-config-name vane \
+    --cert-dir "$RUN_DIR/vane-certs" --self-signed-hosts 127.0.0.1 "${webhook_args[@]}" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
-    --zap-log-level "${VANE_LOG_LEVEL:-info}" ${VANE_EXTRA_ARGS:-} >>"$RUN_DIR/logs/vane.log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/pids/vane.pid"
+    --zap-log-level "${VANE_LOG_LEVEL:-info}" ${VANE_EXTRA_ARGS:-} >>"$LOGFILE" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
   for _ in $(seq 300); do
-    alive || { tail -n 30 "$RUN_DIR/logs/vane.log" >&2; die "vane exited"; }
-    if curl -sf "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null 2>&1 && registered; then
-      log "vane ready (pid $(cat "$RUN_DIR/pids/vane.pid")), webhook https://127.0.0.1:$WEBHOOK_PORT, log $RUN_DIR/logs/vane.log"
+    alive || { tail -n 30 "$LOGFILE" >&2; die "vane exited"; }
+    if curl -sf "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null 2>&1 && { [[ -n ${VANE_INSTANCE:-} ]] || registered; }; then
+      log "vane ready (pid $(cat "$PIDFILE")), webhook https://127.0.0.1:$WEBHOOK_PORT, log $LOGFILE"
       return 0
     fi
     sleep 0.1
   done
-  tail -n 30 "$RUN_DIR/logs/vane.log" >&2
+  tail -n 30 "$LOGFILE" >&2
   die "vane not ready after 30s"
 }
 
@@ -113,6 +125,8 @@ case ${1:-} in
   build) build ;;
   start) start ;;
   stop) stop ;;
+  kill) # a crash: SIGKILL, no graceful hand-over
+    alive && kill -KILL "$(cat "$PIDFILE")"; rm -f "$PIDFILE" ;;
   restart) stop; start ;;
-  *) echo "usage: $0 start|stop|restart|build" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|kill|build" >&2; exit 2 ;;
 esac

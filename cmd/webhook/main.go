@@ -39,18 +39,21 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr  = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
-		probeAddr    = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-		webhookHost  = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
-		webhookPort  = flag.Int("webhook-port", 9443, "port of the webhook server")
-		certDir      = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
-		selfSigned   = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate and renew a CA and serving certificate for them")
-		certSecret   = flag.String("cert-secret", "", "NAMESPACE/NAME of the Secret that keeps the generated certificate, shared by all replicas (with --self-signed-hosts)")
-		certValidity = flag.Duration("cert-validity", 365*24*time.Hour, "validity of generated serving certificates; renewed at half")
-		certInterval = flag.Duration("cert-check-interval", time.Hour, "how often the generated certificate is checked for renewal")
-		webhookCfg   = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is kept on the generated CA (with --self-signed-hosts)")
-		leaderElect  = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
-		leaderNS     = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
+		metricsAddr   = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
+		probeAddr     = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+		webhookHost   = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
+		webhookPort   = flag.Int("webhook-port", 9443, "port of the webhook server")
+		certDir       = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
+		selfSigned    = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate and renew a CA and serving certificate for them")
+		certSecret    = flag.String("cert-secret", "", "NAMESPACE/NAME of the Secret that keeps the generated certificate, shared by all replicas (with --self-signed-hosts)")
+		certValidity  = flag.Duration("cert-validity", 365*24*time.Hour, "validity of generated serving certificates; renewed at half")
+		certInterval  = flag.Duration("cert-check-interval", time.Hour, "how often the generated certificate is checked for renewal")
+		webhookCfg    = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is kept on the generated CA (with --self-signed-hosts)")
+		leaderElect   = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
+		leaderNS      = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
+		leaseDuration = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
+		renewDeadline = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
+		retryPeriod   = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -113,7 +116,12 @@ func run() error {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "vane.io",
 		LeaderElectionNamespace: *leaderNS,
-		WebhookServer:           webhook.NewServer(webhookOpts),
+		// A leader that stops cleanly hands over at once.
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 leaseDuration,
+		RenewDeadline:                 renewDeadline,
+		RetryPeriod:                   retryPeriod,
+		WebhookServer:                 webhook.NewServer(webhookOpts),
 	})
 	if err != nil {
 		return fmt.Errorf("new manager: %w", err)

@@ -125,3 +125,38 @@ func VaneWebhookAddr() string {
 	}
 	return ""
 }
+
+// VaneReplica starts a further replica of vane (instance n ≥ 2) with its own
+// ports and the given arguments; it stops with the cluster.
+func VaneReplica(t testing.TB, n int, args ...string) {
+	t.Helper()
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vane.Lock()
+	defer vane.Unlock()
+	err = Current(t).vaneScript("start", "VANE_SKIP_BUILD=1", "VANE_INSTANCE="+strconv.Itoa(n),
+		"VANE_WEBHOOK_PORT="+strconv.Itoa(ports[0]), "VANE_PROBE_PORT="+strconv.Itoa(ports[1]), "VANE_METRICS_PORT="+strconv.Itoa(ports[2]),
+		"VANE_EXTRA_ARGS="+strings.Join(args, " "))
+	if err != nil {
+		t.Fatalf("start vane replica %d: %v", n, err)
+	}
+}
+
+// KillVane kills a replica of vane with SIGKILL, as a crash would (n = 1 is
+// the first, the one the webhook calls).
+func KillVane(t testing.TB, n int) {
+	t.Helper()
+	vane.Lock()
+	defer vane.Unlock()
+	instance := ""
+	if n > 1 {
+		instance = strconv.Itoa(n)
+	} else {
+		vane.started = false
+	}
+	if err := Current(t).vaneScript("kill", "VANE_INSTANCE="+instance); err != nil {
+		t.Fatalf("kill vane %d: %v", n, err)
+	}
+}
