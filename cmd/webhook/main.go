@@ -41,6 +41,7 @@ func run() error {
 	var (
 		metricsAddr   = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
 		probeAddr     = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+		pprofAddr     = flag.String("pprof-bind-address", "", "address of net/http/pprof's /debug/pprof/ endpoints; empty disables them")
 		webhookHost   = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
 		webhookPort   = flag.Int("webhook-port", 9443, "port of the webhook server")
 		certDir       = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
@@ -113,6 +114,7 @@ func run() error {
 		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress:  *probeAddr,
+		PprofBindAddress:        *pprofAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "vane.io",
 		LeaderElectionNamespace: *leaderNS,
