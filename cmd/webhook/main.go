@@ -129,7 +129,7 @@ func run() error {
 		return fmt.Errorf("new manager: %w", err)
 	}
 	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
-	if err := (&canary.Reconciler{Client: client.WithFieldOwner(mgr.GetClient(), "vane"), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("vane")}).SetupWithManager(mgr); err != nil {
+	if err := (&canary.Reconciler{Client: client.WithFieldOwner(mgr.GetClient(), "vane"), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("vane")}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
