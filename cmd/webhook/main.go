@@ -55,6 +55,7 @@ func run() error {
 		leaseDuration = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
 		renewDeadline = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
 		retryPeriod   = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
+		workers       = flag.Int("max-concurrent-reconciles", 10, "how many releases are reconciled at once (each one by one); a reconcile waits mostly on the API server")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -129,7 +130,7 @@ func run() error {
 		return fmt.Errorf("new manager: %w", err)
 	}
 	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
-	if err := (&canary.Reconciler{Client: client.WithFieldOwner(mgr.GetClient(), "vane"), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("vane")}).SetupWithManager(ctx, mgr); err != nil {
+	if err := (&canary.Reconciler{Client: client.WithFieldOwner(mgr.GetClient(), "vane"), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("vane"), Workers: *workers}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
