@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,22 @@ type admissionResult struct {
 	// the warm-ups (counted in all).
 	vaneCPU, apiCPU time.Duration
 	all             int
+	// The API server's own account of its admission work for vane's
+	// webhook over the windows (from its /metrics).
+	conditions, calls histogramDelta
+}
+
+// histogramDelta is the growth of a Prometheus histogram's sum and count.
+type histogramDelta struct {
+	sum   float64
+	count int
+}
+
+func (h histogramDelta) mean() time.Duration {
+	if h.count == 0 {
+		return 0
+	}
+	return time.Duration(h.sum / float64(h.count) * float64(time.Second))
 }
 
 // cpuPerRequest is the CPU time per UPDATE of a process.
@@ -164,6 +182,7 @@ func (b *bench) window(ctx context.Context, ns string, names []string, k edit, s
 	start := time.Now()
 	warm := start.Add(b.cfg.Warmup)
 	end := warm.Add(b.cfg.Window)
+	metrics0 := b.env.apiserverMetrics(ctx)
 	vane0, _ := b.env.vane.stats()
 	api0, _ := b.env.apiserverStats()
 	// Paced, each client sends one request per period, the clients
@@ -218,6 +237,45 @@ func (b *bench) window(ctx context.Context, ns string, names []string, k edit, s
 	out.vaneCPU += vane1.cpu - vane0.cpu
 	out.apiCPU += api1.cpu - api0.cpu
 	out.all += int(all.Load())
+	metrics1 := b.env.apiserverMetrics(ctx)
+	for _, m := range []struct {
+		name string
+		into *histogramDelta
+	}{
+		{"apiserver_admission_match_condition_evaluation_seconds", &out.conditions},
+		{"apiserver_admission_webhook_admission_duration_seconds", &out.calls},
+	} {
+		sel := `name="deployments.vane.io",operation="UPDATE"`
+		m.into.sum += sampleOf(metrics1, m.name+"_sum", sel) - sampleOf(metrics0, m.name+"_sum", sel)
+		m.into.count += int(sampleOf(metrics1, m.name+"_count", sel) - sampleOf(metrics0, m.name+"_count", sel))
+	}
+}
+
+// sampleOf sums the samples of metric whose labels contain every
+// comma-separated label=value pair of sel.
+func sampleOf(text, metric, sel string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, metric+"{") {
+			continue
+		}
+		if !allLabels(line, sel) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func allLabels(line, sel string) bool {
+	for _, l := range strings.Split(sel, ",") {
+		if !strings.Contains(line, l) {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *bench) admissionRows(results map[bool]map[edit]*admissionResult) {
@@ -248,6 +306,11 @@ func (b *bench) admissionRows(results map[bool]map[edit]*admissionResult) {
 			value:    fmt.Sprintf("%.0f/s; %s + %s", on.throughput(), dur(on.cpuPerRequest(on.vaneCPU)), dur(on.cpuPerRequest(on.apiCPU))),
 			baseline: fmt.Sprintf("%.0f/s; %s + %s unregistered", off.throughput(), dur(off.cpuPerRequest(off.vaneCPU)), dur(off.cpuPerRequest(off.apiCPU))),
 			ratio:    qt + " throughput",
+		})
+		r.add(row{
+			figure:   "kube-apiserver's own account (its /metrics), mean per UPDATE: matchConditions that skipped the call; the webhook call, " + k.String(),
+			value:    fmt.Sprintf("%s (n=%d); %s (n=%d)", dur(on.conditions.mean()), on.conditions.count, dur(on.calls.mean()), on.calls.count),
+			baseline: fmt.Sprintf("n=%d; n=%d unregistered", off.conditions.count, off.calls.count),
 		})
 		if on.requests == 0 || off.requests == 0 {
 			r.problem("admission %s: no requests completed (registered %d, unregistered %d)", k, on.requests, off.requests)

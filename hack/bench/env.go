@@ -299,6 +299,16 @@ func (e *env) freePods(ctx context.Context) (int, error) {
 	return total - len(pods.Items), nil
 }
 
+// apiserverMetrics is the API server's /metrics text ("" when it does not
+// answer).
+func (e *env) apiserverMetrics(ctx context.Context) string {
+	raw, err := e.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return ""
+	}
+	return string(raw)
+}
+
 // componentFlags returns the flags of a control-plane component the
 // cluster runs, matching prefix (e.g. "--kube-api-").
 func (e *env) componentFlags(component, prefix string) string {
