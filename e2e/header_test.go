@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -251,12 +252,10 @@ func TestScaleAndEditMidRelease(t *testing.T) {
 	if c := a.canary(); *c.Spec.Replicas != 1 {
 		t.Fatalf("canary has %d replicas at 50%% of 2, want 1", *c.Spec.Replicas)
 	}
-	d := a.deployment()
-	d.Spec.Replicas = ptrTo[int32](6)
-	d.Spec.Template.Spec.Containers[0].Image += "-patched"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) {
+		d.Spec.Replicas = ptrTo[int32](6)
+		d.Spec.Template.Spec.Containers[0].Image += "-patched"
+	})
 	framework.WaitFor(t, 30*time.Second, "canary at 3 replicas on the new image", func(context.Context) (bool, error) {
 		c := a.canary()
 		return *c.Spec.Replicas == 3 && c.Status.AvailableReplicas == 3 && c.Status.UpdatedReplicas == 3 &&

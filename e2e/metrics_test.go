@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/vane-io/vane/e2e/framework"
 	"github.com/vane-io/vane/internal/api"
@@ -86,20 +87,14 @@ func TestMatchConditionsSkipUnrelatedUpdates(t *testing.T) {
 		return n
 	}
 	before := calls()
-	d := a.deployment()
-	d.Spec.Replicas = ptrTo[int32](3)
-	d.Spec.Template.Spec.Containers[0].Image += "-same-version"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) {
+		d.Spec.Replicas = ptrTo[int32](3)
+		d.Spec.Template.Spec.Containers[0].Image += "-same-version"
+	})
 	if got := calls(); got != before {
 		t.Errorf("a scale and an image edit reached vane: %v admissions, was %v", got, before)
 	}
-	d = a.deployment()
-	d.Spec.Template.Labels["team"] = "a"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) { d.Spec.Template.Labels["team"] = "a" })
 	if got := calls(); got < before+1 {
 		t.Errorf("a pod-template label edit: %v admissions, want at least %v", got, before+1)
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -484,4 +485,18 @@ func toUnstructured(t *testing.T, obj any) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// update changes the Deployment as a client with a read-modify-write would,
+// retrying on conflicts with the controllers' own writes.
+func (a *app) update(change func(d *appsv1.Deployment)) {
+	a.t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := a.deployment()
+		change(d)
+		return a.c.Client.Update(context.Background(), d)
+	})
+	if err != nil {
+		a.t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -210,10 +211,12 @@ func TestBadStrategyDenied(t *testing.T) {
 	a.apply(dr)
 	a.apply(providerYAML(a.ns, 1, seedSteps))
 	before := a.deployment()
-	d := before.DeepCopy()
-	d.Annotations[api.AnnotationStrategy] = seedRouting + "steps:\n- setWeight: 5\n  analysis: {templates: []}\n"
-	d.Spec.Template.Labels["version"] = "v2"
-	err = a.c.Client.Update(context.Background(), d)
+	// A merge patch, as kubectl apply sends: no resourceVersion to conflict on.
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{api.AnnotationStrategy: seedRouting + "steps:\n- setWeight: 5\n  analysis: {templates: []}\n"}},
+		"spec":     map[string]any{"template": map[string]any{"metadata": map[string]any{"labels": map[string]string{"version": "v2"}}}},
+	})
+	err = a.c.Client.Patch(context.Background(), before.DeepCopy(), client.RawPatch(types.MergePatchType, patch))
 	want = `annotation vane.io/strategy has unknown field "steps[0].analysis"; accepted fields are`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("update: %v, want denial naming steps[0].analysis", err)
