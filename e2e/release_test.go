@@ -500,3 +500,32 @@ func (a *app) update(change func(d *appsv1.Deployment)) {
 		a.t.Fatal(err)
 	}
 }
+
+// canaryWeights is the sequence of distinct canary weights a recorder saw.
+func canaryWeights(hist []observation) []int32 {
+	var out []int32
+	for _, o := range hist {
+		if len(out) == 0 || out[len(out)-1] != o.canaryWeight {
+			out = append(out, o.canaryWeight)
+		}
+	}
+	return out
+}
+
+// shiftedWeights is the sequence of canary weights vane wrote, from its
+// TrafficShifted events (complete, where a poller may miss a short step).
+func (a *app) shiftedWeights() []int32 {
+	a.t.Helper()
+	var out []int32
+	for _, e := range a.events() {
+		var v string
+		var w int32
+		if _, err := fmt.Sscanf(e, "TrafficShifted: canary %s weight %d%%", &v, &w); err != nil {
+			continue
+		}
+		if len(out) == 0 || out[len(out)-1] != w {
+			out = append(out, w)
+		}
+	}
+	return out
+}

@@ -41,12 +41,7 @@ func TestWeightCanarySeedScenario(t *testing.T) {
 	hist := rec.history()
 
 	t.Run("weights in step order", func(t *testing.T) {
-		var weights []int32
-		for _, o := range hist {
-			if len(weights) == 0 || weights[len(weights)-1] != o.canaryWeight {
-				weights = append(weights, o.canaryWeight)
-			}
-		}
+		weights := canaryWeights(hist)
 		if diff := cmp.Diff([]int32{0, 5, 50, 100, 0}, weights); diff != "" {
 			t.Errorf("canary weights observed (-want,+got):\n%s", diff)
 		}
