@@ -33,6 +33,19 @@ type app struct {
 	c    *framework.Cluster
 	ns   string
 	name string
+	// mesh names the VirtualService, its weighted route and the
+	// DestinationRule; the seed's when zero.
+	mesh meshNames
+}
+
+// meshNames are the names of an app's Istio objects.
+type meshNames struct{ vs, route, dr string }
+
+func (a *app) names() meshNames {
+	if a.mesh == (meshNames{}) {
+		return meshNames{vs: "provider", route: "test-v1", dr: "dubbo-provider"}
+	}
+	return a.mesh
 }
 
 const seedRouting = `trafficRouting:
@@ -171,7 +184,7 @@ func (a *app) status() api.Status {
 func (a *app) virtualService() *istionetworkingv1.VirtualService {
 	a.t.Helper()
 	vs := &istionetworkingv1.VirtualService{}
-	if err := a.c.Client.Get(context.Background(), a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(context.Background(), a.key(a.names().vs), vs); err != nil {
 		a.t.Fatalf("get virtualservice: %v", err)
 	}
 	return vs
@@ -361,17 +374,17 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	if st, _ := api.StatusFrom(d.Annotations); st != nil {
 		o.step, o.phase = st.CurrentStepIndex, st.Phase
 	}
-	if err := a.c.Client.Get(ctx, a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().vs), vs); err != nil {
 		return o, err
 	}
-	if err := a.c.Client.Get(ctx, a.key("dubbo-provider"), dr); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().dr), dr); err != nil {
 		return o, err
 	}
 	for _, h := range vs.Spec.Http {
 		if h.Name == "lane" {
 			o.headerRoutes = append(o.headerRoutes, h.Name)
 		}
-		if h.Name != "test-v1" {
+		if h.Name != a.names().route {
 			continue
 		}
 		for _, d := range h.Route {
@@ -463,4 +476,22 @@ func (a *app) replicaSets() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func (a *app) destinationRule() *istionetworkingv1.DestinationRule {
+	a.t.Helper()
+	dr := &istionetworkingv1.DestinationRule{}
+	if err := a.c.Client.Get(context.Background(), a.key(a.names().dr), dr); err != nil {
+		a.t.Fatalf("get destinationrule: %v", err)
+	}
+	return dr
+}
+
+// subsetVersions renders the version label of each subset: "stable=v2 canary=v3".
+func subsetVersions(dr *istionetworkingv1.DestinationRule) string {
+	var out []string
+	for _, s := range dr.Spec.Subsets {
+		out = append(out, s.Name+"="+s.Labels["version"])
+	}
+	return strings.Join(out, " ")
 }

@@ -141,7 +141,7 @@ func onAction(st api.Status, plan *api.Plan, obs Observation, now time.Time) (ap
 		st.Phase = api.PhaseAborted
 		next, act := aborted(st, plan.Routed(), obs)
 		act.ClearAction = true
-		act.Events = append(act.Events, Event{ReasonAborted, fmt.Sprintf("aborted at step %d/%d: all traffic to stable %s, canary %s scaled to zero", st.CurrentStepIndex, st.StepCount, st.StableVersion, st.CanaryVersion)})
+		act.Events = append(act.Events, Event{ReasonAborted, fmt.Sprintf("aborted at step %d/%d: all traffic to stable %s, canary %s removed", st.CurrentStepIndex, st.StepCount, st.StableVersion, st.CanaryVersion)})
 		return next, act
 	case api.ActionRetry:
 		if st.Phase != api.PhaseAborted {
@@ -172,19 +172,29 @@ func onAction(st api.Status, plan *api.Plan, obs Observation, now time.Time) (ap
 }
 
 // aborted keeps an aborted release where a person put it: all traffic and
-// header routes on stable first, then the canary scaled to zero. Without a
-// mesh, scaling the canary down is what takes its traffic away.
+// header routes on stable first, then the canary pool back on the stable
+// version, then the canary removed. This is seed 004's rollback: the
+// subsets select only the old version, every request goes to it, no canary
+// remains; the Deployment stays held on the new template until a retry
+// (which starts the canary again) or an edit of the version.
 func aborted(st api.Status, routed bool, obs Observation) (api.Status, Action) {
 	st.Phase, st.CanaryWeight = api.PhaseAborted, 0
-	st.Message = fmt.Sprintf("aborted: all traffic on stable %s, canary scaled to zero; set %s=retry to start again, or edit the version", st.StableVersion, api.AnnotationAction)
-	want := obs.Split
-	want.CanaryWeight, want.HeaderRoutes = 0, nil
-	if routed && !obs.Split.Equal(want) {
-		return st, Action{Split: &want}
+	st.Message = fmt.Sprintf("aborted: all traffic on stable %s, canary removed; set %s=retry to start again, or edit the version", st.StableVersion, api.AnnotationAction)
+	if routed {
+		want := obs.Split
+		want.CanaryWeight, want.HeaderRoutes = 0, nil
+		if !obs.Split.Equal(want) {
+			return st, Action{Split: &want}
+		}
+		// Guard: the canary pool is relabeled only once it carries no
+		// traffic, which the move above made sure of.
+		if want.CanaryVersion != st.StableVersion {
+			want.CanaryVersion = st.StableVersion
+			return st, Action{Split: &want}
+		}
 	}
-	if obs.Canary != nil && obs.Canary.Replicas > 0 {
-		zero := int32(0)
-		return st, Action{CanaryReplicas: &zero}
+	if obs.Canary != nil {
+		return st, Action{DeleteCanary: true}
 	}
 	return st, Action{}
 }

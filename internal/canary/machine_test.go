@@ -378,15 +378,23 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 		"abort sends all traffic and header routes to stable at once": {
 			st: status(api.PhasePaused, 2, 30), plan: headerPlan, obs: obs(ready(3), split(30, lane), api.ActionAbort),
 			wantPhase: api.PhaseAborted, wantStep: 2,
-			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 scaled to zero"}}},
+			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 removed"}}},
 		},
-		"aborted: the canary goes to zero once traffic is off": {
+		"aborted: the canary pool returns to stable once it carries no traffic": {
 			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
-			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{CanaryReplicas: ptr[int32](0)},
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{Split: &routes.Split{StableVersion: "v1", CanaryVersion: "v1"}},
+		},
+		"aborted: the canary goes once both pools select stable": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{DeleteCanary: true},
 		},
 		"aborted stays put": {
-			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), ""),
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
 			wantPhase: api.PhaseAborted, wantStep: 2,
+		},
+		"retry after an abort points the canary pool at the new version again": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseProgressing, wantAct: Action{Split: ptr(split(0))},
 		},
 		"abort after the original rolled out is refused": {
 			st:        status(api.PhasePromoting, 3, 100),

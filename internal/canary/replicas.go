@@ -38,7 +38,15 @@ func runStepByReplicas(st api.Status, plan *api.Plan, obs Observation, now time.
 	if step.SetWeight != nil {
 		done = fmt.Sprintf("setWeight %d", *step.SetWeight)
 	}
-	return advance(st, now, Action{}, fmt.Sprintf("%s: %d canary pods beside %d stable, %d%% of the traffic", done, n, obs.Replicas, st.CanaryWeight))
+	return advance(st, now, Action{}, fmt.Sprintf("%s: %s beside %d stable, %d%% of the traffic", done, pods(n, "canary pod"), obs.Replicas, st.CanaryWeight))
+}
+
+// pods says "1 canary pod", "2 canary pods".
+func pods(n int32, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // promoteByReplicas ends a release without a mesh: the original rolls out

@@ -129,7 +129,7 @@ func TestNextWithoutMesh(t *testing.T) {
 		"setWeight advances with the effective weight once the pod is ready": {
 			st: status(api.PhaseProgressing, 0, 0), obs: obs(ready(1), ""),
 			wantPhase: api.PhaseProgressing, wantStep: 1, wantWeight: 20,
-			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 1/4 done: setWeight 25: 1 canary pods beside 4 stable, 20% of the traffic"}}},
+			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 1/4 done: setWeight 25: 1 canary pod beside 4 stable, 20% of the traffic"}}},
 		},
 		"the manual gate waits at 20%": {
 			st: status(api.PhaseProgressing, 1, 20), obs: obs(ready(1), ""),
@@ -169,10 +169,10 @@ func TestNextWithoutMesh(t *testing.T) {
 			wantPhase: api.PhaseHealthy, wantStep: 4,
 			wantAct: Action{DeleteCanary: true, Done: true, Events: []Event{{ReasonRolloutCompleted, "release of v2 complete: all traffic on stable"}}},
 		},
-		"abort scales the canary to zero at once: its pods are its traffic": {
+		"abort removes the canary at once: its pods are its traffic": {
 			st: status(api.PhasePaused, 1, 20), obs: obs(ready(1), api.ActionAbort),
 			wantPhase: api.PhaseAborted, wantStep: 1,
-			wantAct: Action{CanaryReplicas: ptr[int32](0), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 1/4: all traffic to stable v1, canary v2 scaled to zero"}}},
+			wantAct: Action{DeleteCanary: true, ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 1/4: all traffic to stable v1, canary v2 removed"}}},
 		},
 		"an edit back to stable removes the canary and resumes the original": {
 			st:        api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: 20},
@@ -249,7 +249,7 @@ func TestNextWalksAReleaseWithoutMesh(t *testing.T) {
 		t.Errorf("canary sizes (-want,+got):\n%s", diff)
 	}
 	wantEvents := []string{
-		"StepAdvanced: step 1/4 done: setWeight 25: 1 canary pods beside 4 stable, 20% of the traffic",
+		"StepAdvanced: step 1/4 done: setWeight 25: 1 canary pod beside 4 stable, 20% of the traffic",
 		"StepAdvanced: step 2/4 done: promoted",
 		"Promoted: pause at step 2/4 ended by a person",
 		"StepAdvanced: step 3/4 done: canary scaled to 2 replicas: 2 canary pods beside 4 stable, 33% of the traffic",
@@ -294,5 +294,36 @@ func TestNextWalksSeed004(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantEvents, events); diff != "" {
 		t.Errorf("events (-want,+got):\n%s", diff)
+	}
+}
+
+// Seed 004's rollback by abort: at the gate, every request goes back to v2's
+// predecessor, both subsets select only it, the canary goes.
+func TestNextSeed004Abort(t *testing.T) {
+	w := &world{replicas: 2, paused: true, origVersion: "v1"}
+	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 3, StepStartedAt: &metav1.MicroTime{Time: t0}}
+	for i := 0; i < 20 && st.Phase != api.PhasePaused; i++ {
+		var act Action
+		st, act = Next(st, seed004, w.observe(), t0)
+		w.apply(t, act)
+		w.tick()
+	}
+	if st.Phase != api.PhasePaused || w.split.CanaryWeight != 10 {
+		t.Fatalf("not at the gate with 10%%: %+v, split %+v", st, w.split)
+	}
+	obs := w.observe()
+	obs.Action = api.ActionAbort
+	for i := 0; i < 10; i++ {
+		var act Action
+		st, act = Next(st, seed004, obs, t0)
+		w.apply(t, act)
+		w.tick()
+		obs = w.observe()
+	}
+	if st.Phase != api.PhaseAborted || w.canary != nil || !w.paused {
+		t.Errorf("after abort: phase %s, canary %v, paused %v; want Aborted, no canary, held", st.Phase, w.canary, w.paused)
+	}
+	if diff := cmp.Diff(routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, w.split); diff != "" {
+		t.Errorf("split after abort (-want,+got):\n%s", diff)
 	}
 }
