@@ -61,6 +61,24 @@ func (a *app) whenReviewsEdited(v string) {
 	}
 }
 
+func (a *app) destinationRule() *istionetworkingv1.DestinationRule {
+	a.t.Helper()
+	dr := &istionetworkingv1.DestinationRule{}
+	if err := a.c.Client.Get(context.Background(), a.key(a.names().dr), dr); err != nil {
+		a.t.Fatalf("get destinationrule: %v", err)
+	}
+	return dr
+}
+
+// subsetVersions renders the version label of each subset: "stable=v2 canary=v3".
+func subsetVersions(dr *istionetworkingv1.DestinationRule) string {
+	var out []string
+	for _, s := range dr.Spec.Subsets {
+		out = append(out, s.Name+"="+s.Labels["version"])
+	}
+	return strings.Join(out, " ")
+}
+
 // routeWeights renders the weighted route's destinations: "stable=90 canary=10".
 func (a *app) routeWeights() string {
 	a.t.Helper()

@@ -477,21 +477,3 @@ func (a *app) replicaSets() []string {
 	sort.Strings(out)
 	return out
 }
-
-func (a *app) destinationRule() *istionetworkingv1.DestinationRule {
-	a.t.Helper()
-	dr := &istionetworkingv1.DestinationRule{}
-	if err := a.c.Client.Get(context.Background(), a.key(a.names().dr), dr); err != nil {
-		a.t.Fatalf("get destinationrule: %v", err)
-	}
-	return dr
-}
-
-// subsetVersions renders the version label of each subset: "stable=v2 canary=v3".
-func subsetVersions(dr *istionetworkingv1.DestinationRule) string {
-	var out []string
-	for _, s := range dr.Spec.Subsets {
-		out = append(out, s.Name+"="+s.Labels["version"])
-	}
-	return strings.Join(out, " ")
-}
