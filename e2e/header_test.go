@@ -206,9 +206,9 @@ func TestAbortRetryPromoteFull(t *testing.T) {
 		t.Errorf("abort took %s to send all traffic to stable, want within a second", took)
 	}
 	st := a.waitPhase(api.PhaseAborted, 10*time.Second)
-	framework.WaitFor(t, 10*time.Second, "canary scaled to zero", func(context.Context) (bool, error) {
-		c := a.canary()
-		return c != nil && *c.Spec.Replicas == 0 && c.Status.Replicas == 0, nil
+	framework.WaitFor(t, 10*time.Second, "canary removed, both subsets on v1", func(context.Context) (bool, error) {
+		dr := a.destinationRule()
+		return a.canaryGone() && subsetVersions(dr) == "stable=v1 canary=v1", nil
 	})
 	if d := a.deployment(); !d.Spec.Paused || d.Spec.Template.Labels["version"] != "v2" {
 		t.Errorf("aborted Deployment paused=%v on %s, want held on v2", d.Spec.Paused, d.Spec.Template.Labels["version"])

@@ -35,6 +35,19 @@ type app struct {
 	c    *framework.Cluster
 	ns   string
 	name string
+	// mesh names the VirtualService, its weighted route and the
+	// DestinationRule; the seed's when zero.
+	mesh meshNames
+}
+
+// meshNames are the names of an app's Istio objects.
+type meshNames struct{ vs, route, dr string }
+
+func (a *app) names() meshNames {
+	if a.mesh == (meshNames{}) {
+		return meshNames{vs: "provider", route: "test-v1", dr: "dubbo-provider"}
+	}
+	return a.mesh
 }
 
 const seedRouting = `trafficRouting:
@@ -184,7 +197,7 @@ func (a *app) status() api.Status {
 func (a *app) virtualService() *istionetworkingv1.VirtualService {
 	a.t.Helper()
 	vs := &istionetworkingv1.VirtualService{}
-	if err := a.c.Client.Get(context.Background(), a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(context.Background(), a.key(a.names().vs), vs); err != nil {
 		a.t.Fatalf("get virtualservice: %v", err)
 	}
 	return vs
@@ -374,17 +387,17 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	if st, _ := api.StatusFrom(d.Annotations); st != nil {
 		o.step, o.phase = st.CurrentStepIndex, st.Phase
 	}
-	if err := a.c.Client.Get(ctx, a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().vs), vs); err != nil {
 		return o, err
 	}
-	if err := a.c.Client.Get(ctx, a.key("dubbo-provider"), dr); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().dr), dr); err != nil {
 		return o, err
 	}
 	for _, h := range vs.Spec.Http {
 		if h.Name == "lane" {
 			o.headerRoutes = append(o.headerRoutes, h.Name)
 		}
-		if h.Name != "test-v1" {
+		if h.Name != a.names().route {
 			continue
 		}
 		for _, d := range h.Route {

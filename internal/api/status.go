@@ -23,9 +23,9 @@ const (
 	// PhaseDegraded: the release cannot proceed (a referenced object or
 	// route is missing, or the strategy is invalid); it waits and retries.
 	PhaseDegraded Phase = "Degraded"
-	// PhaseAborted: a person aborted the release; all traffic on stable, the
-	// canary scaled to zero, the Deployment still held on the new template
-	// until it is retried or its version is edited.
+	// PhaseAborted: a person aborted the release; all traffic on stable, both
+	// pools on the stable version, the canary removed, the Deployment still
+	// held on the new template until it is retried or its version is edited.
 	PhaseAborted Phase = "Aborted"
 	// PhaseHealthy: no release in progress; all traffic on stable.
 	PhaseHealthy Phase = "Healthy"
@@ -39,8 +39,8 @@ const (
 	ActionPromote Action = "promote"
 	// ActionPromoteFull skips the remaining steps and promotes.
 	ActionPromoteFull Action = "promote-full"
-	// ActionAbort sends all traffic to stable at once and scales the canary
-	// to zero.
+	// ActionAbort sends all traffic to stable at once, then points the canary
+	// pool at the stable version and removes the canary.
 	ActionAbort Action = "abort"
 	// ActionRetry restarts an aborted release from its first step.
 	ActionRetry Action = "retry"

@@ -22,8 +22,11 @@ func pauseFor(d time.Duration) api.Step {
 }
 func pauseForever() api.Step { return api.Step{Pause: &api.Pause{}} }
 
+// istio is the seed's routing: a release split by a mesh.
+var istio = api.IstioRouting{VirtualService: "provider", Routes: []string{"test-v1"}, DestinationRule: "dubbo-provider", StableSubset: "stable", CanarySubset: "canary"}
+
 // seedPlan is the seed's weight strategy with pauses shortened.
-var seedPlan = &api.Plan{Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
+var seedPlan = &api.Plan{Istio: istio, Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
 
 func TestNext(t *testing.T) {
 	at := func(d time.Duration) *metav1.MicroTime { return &metav1.MicroTime{Time: t0.Add(d)} }
@@ -78,7 +81,7 @@ func TestNext(t *testing.T) {
 			}},
 		},
 		"a lower weight is written before the canary shrinks": {
-			st: step(0, 50, 0), plan: &api.Plan{Steps: []api.Step{weight(10)}},
+			st: step(0, 50, 0), plan: &api.Plan{Istio: istio, Steps: []api.Step{weight(10)}},
 			obs:       Observation{Replicas: 10, StableAvailable: 10, Paused: true, Canary: ready(5), Split: split("v1", "v2", 50)},
 			wantPhase: api.PhaseProgressing,
 			wantAct:   Action{Split: ptr(split("v1", "v2", 10))},
@@ -94,7 +97,7 @@ func TestNext(t *testing.T) {
 			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 2/4 done: pause 10s"}}},
 		},
 		"indefinite pause waits for a person": {
-			st: step(1, 5, 0), plan: &api.Plan{Steps: []api.Step{weight(5), pauseForever()}},
+			st: step(1, 5, 0), plan: &api.Plan{Istio: istio, Steps: []api.Step{weight(5), pauseForever()}},
 			obs:       Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
 			now:       time.Hour,
 			wantPhase: api.PhasePaused, wantStep: 1,
@@ -292,7 +295,7 @@ func TestNextWalksTheSeedRelease(t *testing.T) {
 var lane = api.HeaderRoute{Name: "test-v2", Match: []api.HeaderMatch{{Name: "lane", Exact: "test-v2"}}}
 
 // headerPlan is the seed's header strategy.
-var headerPlan = &api.Plan{Steps: []api.Step{
+var headerPlan = &api.Plan{Istio: istio, Steps: []api.Step{
 	{SetCanaryScale: &api.CanaryScale{Weight: ptr[int32](100)}},
 	{SetHeaderRoute: &lane},
 	pauseForever(),
@@ -338,13 +341,13 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 		},
 		"setHeaderRoute without match removes it at once": {
 			st:   status(api.PhaseProgressing, 1, 0),
-			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, {SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}}, weight(10)}},
+			plan: &api.Plan{Istio: istio, Steps: []api.Step{{SetHeaderRoute: &lane}, {SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}}, weight(10)}},
 			obs:  obs(nil, split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
 			wantAct: Action{Split: ptr(split(0)), Events: []Event{{ReasonStepAdvanced, "step 2/3 done: setHeaderRoute test-v2 (removed)"}}},
 		},
 		"setWeight keeps the header routes of earlier steps": {
 			st:   status(api.PhaseProgressing, 1, 0),
-			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, weight(50)}},
+			plan: &api.Plan{Istio: istio, Steps: []api.Step{{SetHeaderRoute: &lane}, weight(50)}},
 			obs:  obs(ready(2), split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
 			wantAct: Action{Split: ptr(split(50, lane)), Events: []Event{{ReasonStepAdvanced, "step 2/2 done: setWeight 50"}}},
 		},
@@ -375,15 +378,23 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 		"abort sends all traffic and header routes to stable at once": {
 			st: status(api.PhasePaused, 2, 30), plan: headerPlan, obs: obs(ready(3), split(30, lane), api.ActionAbort),
 			wantPhase: api.PhaseAborted, wantStep: 2,
-			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 scaled to zero"}}},
+			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 removed"}}},
 		},
-		"aborted: the canary goes to zero once traffic is off": {
+		"aborted: the canary pool returns to stable once it carries no traffic": {
 			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
-			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{CanaryReplicas: ptr[int32](0)},
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{Split: &routes.Split{StableVersion: "v1", CanaryVersion: "v1"}},
+		},
+		"aborted: the canary goes once both pools select stable": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{DeleteCanary: true},
 		},
 		"aborted stays put": {
-			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), ""),
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
 			wantPhase: api.PhaseAborted, wantStep: 2,
+		},
+		"retry after an abort points the canary pool at the new version again": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseProgressing, wantAct: Action{Split: ptr(split(0))},
 		},
 		"abort after the original rolled out is refused": {
 			st:        status(api.PhasePromoting, 3, 100),
@@ -433,7 +444,7 @@ func TestHeaderRoutesAndScaleAt(t *testing.T) {
 	other := api.HeaderRoute{Name: "b", Match: []api.HeaderMatch{{Name: "x", Exact: "1"}}}
 	changed := lane
 	changed.Match = []api.HeaderMatch{{Name: "lane", Prefix: "test"}}
-	plan := &api.Plan{Steps: []api.Step{
+	plan := &api.Plan{Istio: istio, Steps: []api.Step{
 		{SetHeaderRoute: &lane}, {SetHeaderRoute: &other}, {SetHeaderRoute: &changed},
 		{SetCanaryScale: &api.CanaryScale{Replicas: ptr[int32](2)}},
 		{SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}},

@@ -116,7 +116,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return r.degraded(ctx, d, *st, err)
 	}
-	router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+	router := r.router(d, plan)
 	obs, err := r.observe(ctx, d, router)
 	if err != nil {
 		return r.degraded(ctx, d, *st, err)
@@ -171,8 +171,21 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 			Ready:    canaryMatches(c, desiredCanary(d, replicas)) && rolledOut(c),
 		}
 	}
+	if router == nil {
+		return obs, nil
+	}
 	obs.Split, err = router.Observe(ctx)
 	return obs, err
+}
+
+// router is the Router of a release, nil without trafficRouting: then the
+// split is the canary's size, which the step machine sets through
+// Action.CanaryReplicas, and there is no mesh object to read or write.
+func (r *Reconciler) router(d *appsv1.Deployment, plan *api.Plan) routes.Router {
+	if !plan.Routed() {
+		return nil
+	}
+	return routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
 }
 
 // act carries out a move: canary first, then traffic, then removal.
@@ -183,6 +196,9 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		}
 	}
 	if act.Split != nil {
+		if router == nil {
+			return fmt.Errorf("a traffic split was asked of a release without trafficRouting: %+v", *act.Split)
+		}
 		wrote, err := router.Ensure(ctx, *act.Split)
 		if err != nil {
 			return err
@@ -356,8 +372,8 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 	if !slices.Contains(d.Finalizers, api.Finalizer) {
 		return nil
 	}
-	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() {
-		router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() && plan.Routed() {
+		router := r.router(d, plan)
 		split, err := router.Observe(ctx)
 		if err == nil && split.CanaryWeight > 0 {
 			split.CanaryWeight = 0
