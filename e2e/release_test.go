@@ -542,3 +542,14 @@ func (a *app) shiftedWeights() []int32 {
 	}
 	return out
 }
+
+// observeNow looks at the routes and pods now (a recorder's last sample may
+// be up to a poll old).
+func (a *app) observeNow() observation {
+	a.t.Helper()
+	o, err := (&recorder{a: a}).look(context.Background())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return o
+}

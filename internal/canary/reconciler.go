@@ -54,8 +54,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("canary").
 		For(&appsv1.Deployment{}, builder.WithPredicates(optedIn)).
 		Owns(&appsv1.Deployment{}).
-		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace)).
-		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace)).
+		// Istio objects only wake releases up (decisions read them uncached):
+		// their cache keeps metadata only.
+		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace), builder.OnlyMetadata).
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace), builder.OnlyMetadata).
 		Complete(r)
 }
 
