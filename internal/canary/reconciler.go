@@ -103,31 +103,44 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
 	if !st.InProgress() {
-		if done, err := r.catchUp(ctx, d, st); done || err != nil {
-			return ctrl.Result{}, err
-		}
-		if st != nil {
-			metrics.ObserveRelease(d.Namespace, d.Name, *st)
-		}
-		if slices.Contains(d.Finalizers, api.Finalizer) {
-			return ctrl.Result{}, r.persist(ctx, d, *st, Action{Done: true})
-		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.idle(ctx, d, st)
 	}
+	return r.step(ctx, d, *st, action)
+}
+
+// idle looks after a Deployment with no release in progress: it catches an
+// unheld version change and drops a finalizer left from a release.
+func (r *Reconciler) idle(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
+	if done, err := r.catchUp(ctx, d, st); done || err != nil {
+		return err
+	}
+	if st == nil {
+		return nil
+	}
+	metrics.ObserveRelease(d.Namespace, d.Name, *st)
+	if slices.Contains(d.Finalizers, api.Finalizer) {
+		return r.persist(ctx, d, *st, Action{Done: true})
+	}
+	return nil
+}
+
+// step makes the next move of a release in progress: observe, decide
+// (Next), act, persist, tell.
+func (r *Reconciler) step(ctx context.Context, d *appsv1.Deployment, st api.Status, action api.Action) (ctrl.Result, error) {
 	plan, err := api.ParsePlan(d.Annotations)
 	if err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
 	router := r.router(d, plan)
 	obs, err := r.observe(ctx, d, router)
 	if err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
 	obs.Action = action
-	next, act := Next(*st, plan, obs, r.now())
+	next, act := Next(st, plan, obs, r.now())
 	ctrl.LoggerFrom(ctx).V(1).Info("Decided", "phase", next.Phase, "step", next.CurrentStepIndex, "weight", next.CanaryWeight, "message", next.Message)
 	if err := r.act(ctx, d, router, act); err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
 	// A step starts once the previous step's move is made (its weight
 	// written), so a pause lasts its full duration as users see it.
