@@ -253,28 +253,9 @@ func (w *world) apply(t *testing.T, act Action) {
 // world: weights in order, pauses honoured, never traffic to an empty subset.
 func TestNextWalksTheSeedRelease(t *testing.T) {
 	w := &world{replicas: 3, paused: true, origVersion: "v1", split: routes.Split{}}
-	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: &metav1.MicroTime{Time: t0}}
-	now := t0
-	var weights []int32
-	var events []string
-	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
-		next, act := Next(st, seedPlan, w.observe(), now)
-		w.apply(t, act)
-		if act.Split != nil && (len(weights) == 0 || weights[len(weights)-1] != act.Split.CanaryWeight) {
-			weights = append(weights, act.Split.CanaryWeight)
-		}
-		for _, e := range act.Events {
-			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
-		}
-		st = next
-		now = now.Add(time.Second + act.RequeueAfter)
-		w.tick()
-	}
-	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
-		t.Fatalf("release did not end healthy on v2: %+v", st)
-	}
-	if w.canary != nil || w.paused || !w.split.Equal(routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
-		t.Errorf("final world: canary %v, paused %v, split %+v", w.canary, w.paused, w.split)
+	_, weights, events := walk(t, w, seedPlan, "")
+	if !w.split.Equal(routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
+		t.Errorf("final split %+v, want all on v2", w.split)
 	}
 	if diff := cmp.Diff([]int32{0, 5, 50, 100, 0}, weights); diff != "" {
 		t.Errorf("weights written (-want,+got):\n%s", diff)
@@ -466,4 +447,45 @@ func TestHeaderRoutesAndScaleAt(t *testing.T) {
 	if got := desiredReplicas(&api.CanaryScale{Replicas: ptr[int32](0)}, 0, nil, 4); got != 0 {
 		t.Errorf("a canary with no traffic and replicas: 0 got %d replicas", got)
 	}
+}
+
+// walk drives a release through the simulated world until it is Healthy;
+// person answers a manual gate. It returns the canary sizes and weights
+// seen, one entry per change, the route weights written, and the events.
+func walk(t *testing.T, w *world, plan *api.Plan, person api.Action) (sizes []string, weights []int32, events []string) {
+	t.Helper()
+	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: int32(len(plan.Steps)), StepStartedAt: &metav1.MicroTime{Time: t0}}
+	now := t0
+	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
+		obs := w.observe()
+		if st.Phase == api.PhasePaused {
+			obs.Action = person
+		}
+		next, act := Next(st, plan, obs, now)
+		w.apply(t, act)
+		if act.Split != nil && (len(weights) == 0 || weights[len(weights)-1] != act.Split.CanaryWeight) {
+			weights = append(weights, act.Split.CanaryWeight)
+		}
+		canary := int32(0)
+		if w.canary != nil {
+			canary = w.canary.Replicas
+		}
+		size := fmt.Sprintf("canary %d, status weight %d, route weight %d", canary, next.CanaryWeight, w.split.CanaryWeight)
+		if len(sizes) == 0 || sizes[len(sizes)-1] != size {
+			sizes = append(sizes, size)
+		}
+		for _, e := range act.Events {
+			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
+		}
+		st = next
+		now = now.Add(time.Second + act.RequeueAfter)
+		w.tick()
+	}
+	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
+		t.Fatalf("release did not end healthy on v2: %+v", st)
+	}
+	if w.canary != nil || w.paused {
+		t.Errorf("final world: canary %v, paused %v", w.canary, w.paused)
+	}
+	return sizes, weights, events
 }

@@ -1,7 +1,6 @@
 package canary
 
 import (
-	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -194,47 +193,9 @@ func TestNextWithoutMesh(t *testing.T) {
 	}
 }
 
-// walk drives a release through the simulated world until it is Healthy;
-// person answers a manual gate. It returns the canary sizes and weights
-// seen, one entry per change.
-func walk(t *testing.T, w *world, plan *api.Plan, person api.Action) (sizes []string, events []string) {
-	t.Helper()
-	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: int32(len(plan.Steps)), StepStartedAt: &metav1.MicroTime{Time: t0}}
-	now := t0
-	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
-		obs := w.observe()
-		if st.Phase == api.PhasePaused {
-			obs.Action = person
-		}
-		next, act := Next(st, plan, obs, now)
-		w.apply(t, act)
-		canary := int32(0)
-		if w.canary != nil {
-			canary = w.canary.Replicas
-		}
-		size := fmt.Sprintf("canary %d, status weight %d, route weight %d", canary, next.CanaryWeight, w.split.CanaryWeight)
-		if len(sizes) == 0 || sizes[len(sizes)-1] != size {
-			sizes = append(sizes, size)
-		}
-		for _, e := range act.Events {
-			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
-		}
-		st = next
-		now = now.Add(time.Second + act.RequeueAfter)
-		w.tick()
-	}
-	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
-		t.Fatalf("release did not end healthy on v2: %+v", st)
-	}
-	if w.canary != nil || w.paused {
-		t.Errorf("final world: canary %v, paused %v", w.canary, w.paused)
-	}
-	return sizes, events
-}
-
 func TestNextWalksAReleaseWithoutMesh(t *testing.T) {
 	w := &world{replicas: 4, paused: true, origVersion: "v1"}
-	sizes, events := walk(t, w, meshless, api.ActionPromote)
+	sizes, _, events := walk(t, w, meshless, api.ActionPromote)
 	if w.replicas != 4 || !w.split.Equal(routes.Split{}) {
 		t.Errorf("the original's replicas %d (want 4, untouched) and split %+v (want none written)", w.replicas, w.split)
 	}
@@ -268,7 +229,7 @@ var seed004 = &api.Plan{Istio: istio, Steps: []api.Step{{SetCanaryScale: &api.Ca
 
 func TestNextWalksSeed004(t *testing.T) {
 	w := &world{replicas: 2, paused: true, origVersion: "v1"}
-	sizes, events := walk(t, w, seed004, api.ActionPromote)
+	sizes, _, events := walk(t, w, seed004, api.ActionPromote)
 	wantSizes := []string{
 		"canary 0, status weight 0, route weight 0", // the subsets point at v1 and v2
 		"canary 1, status weight 0, route weight 0", // batch 1
