@@ -9,4 +9,9 @@ cd "$ROOT"
 hack/deps.sh
 hack/cluster.sh build
 go vet ./...
+# The house style's lint rules (.golangci.yml), with a pinned linter built
+# once into the cache.
+LINT_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/vane/tools/golangci-lint-v2.15.0
+[[ -x $LINT_DIR/golangci-lint ]] || GOBIN=$LINT_DIR go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+"$LINT_DIR/golangci-lint" run ./...
 go test -count=1 -timeout 30m "$@" ./...

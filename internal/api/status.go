@@ -11,23 +11,24 @@ import (
 type Phase string
 
 const (
-	// PhaseProgressing: walking the steps (setting weights, timed pauses).
+	// PhaseProgressing is a release walking its steps (weights, timed pauses).
 	PhaseProgressing Phase = "Progressing"
-	// PhasePaused: at a `pause: {}` step, waiting for a person.
+	// PhasePaused is a release at a `pause: {}` step, waiting for a person.
 	PhasePaused Phase = "Paused"
-	// PhasePromoting: steps done; moving the original to the new version.
+	// PhasePromoting is a release past its steps, moving the original to the
+	// new version.
 	PhasePromoting Phase = "Promoting"
-	// PhaseRollingBack: the version was edited back to stable mid-release;
+	// PhaseRollingBack means the version was edited back to stable mid-release;
 	// traffic returns to stable and the canary is removed.
 	PhaseRollingBack Phase = "RollingBack"
-	// PhaseDegraded: the release cannot proceed (a referenced object or
+	// PhaseDegraded means the release cannot proceed (a referenced object or
 	// route is missing, or the strategy is invalid); it waits and retries.
 	PhaseDegraded Phase = "Degraded"
-	// PhaseAborted: a person aborted the release; all traffic on stable, both
+	// PhaseAborted means a person aborted the release; all traffic on stable, both
 	// pools on the stable version, the canary removed, the Deployment still
 	// held on the new template until it is retried or its version is edited.
 	PhaseAborted Phase = "Aborted"
-	// PhaseHealthy: no release in progress; all traffic on stable.
+	// PhaseHealthy means no release in progress; all traffic on stable.
 	PhaseHealthy Phase = "Healthy"
 )
 

@@ -57,11 +57,6 @@ func batches(replicas ...string) string {
 	return s
 }
 
-func (b deploy) version(v string) deploy {
-	b.d.Spec.Template.Labels["version"] = v
-	b.d.Spec.Template.Spec.Containers[0].Image = "provider:" + v
-	return b
-}
 func (b deploy) annotate(k, v string) deploy { b.d.Annotations[k] = v; return b }
 func (b deploy) label(k, v string) deploy    { b.d.Labels[k] = v; return b }
 func (b deploy) replicas(n int32) deploy     { b.d.Spec.Replicas = &n; return b }
