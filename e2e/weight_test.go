@@ -351,3 +351,33 @@ func TestNewVersionMidRelease(t *testing.T) {
 		t.Errorf("routes: %s, want canary v3 at 50 and stable v1", last.routes())
 	}
 }
+
+// Removing the opt-in label mid-release ends the release as if vane had
+// never held it: traffic back to stable, the canary removed, the native
+// rollout resumes.
+func TestOptOutMidRelease(t *testing.T) {
+	a := givenApp(t, 2, "- setWeight: 50\n- pause: {}\n")
+	a.whenVersionEdited("v2")
+	a.waitPhase(api.PhasePaused, 30*time.Second)
+	patch := []byte(`[{"op":"remove","path":"/metadata/labels/vane.io~1canary"}]`)
+	d := &appsv1.Deployment{}
+	d.Namespace, d.Name = a.ns, a.name
+	if err := a.c.Client.Patch(context.Background(), d, client.RawPatch(types.JSONPatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	a.waitAvailable("v2")
+	framework.WaitFor(t, 30*time.Second, "the canary removed", func(context.Context) (bool, error) { return a.canaryGone(), nil })
+	if o := a.observeNow(); o.canaryWeight != 0 || o.stableWeight != 100 {
+		t.Errorf("routes after opting out: %s, want all on stable", o.routes())
+	}
+	got := a.deployment()
+	if len(got.Finalizers) != 0 {
+		t.Errorf("finalizers left: %v", got.Finalizers)
+	}
+	if st, _ := api.StatusFrom(got.Annotations); st == nil || st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
+		t.Errorf("status %+v, want Healthy on v2 (rolled out natively)", st)
+	}
+	if ev := strings.Join(a.events(), "\n"); !strings.Contains(ev, "RolloutOptedOut: opted out during the release of v2") {
+		t.Errorf("no RolloutOptedOut event:\n%s", ev)
+	}
+}

@@ -86,6 +86,7 @@ const (
 	ReasonRolledBack       = "RolloutRolledBack"
 	ReasonDegraded         = "RolloutDegraded"
 	ReasonCaughtUp         = "ReleaseCaughtUp"
+	ReasonOptedOut         = "RolloutOptedOut"
 )
 
 // Next decides the next move of a release. It is a pure function of the

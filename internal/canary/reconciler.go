@@ -47,8 +47,12 @@ type Reconciler struct {
 // SetupWithManager registers the reconciler: opted-in Deployments, their
 // canaries, and the Istio objects their releases route through.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// Opted-in Deployments, and those whose opt-in label changed to another
+	// value (their release must end). A removed label reaches us as a delete
+	// from the label-scoped cache.
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[api.LabelCanary] == api.LabelCanaryEnabled
+		v, ok := o.GetLabels()[api.LabelCanary]
+		return ok && v != api.LabelCanaryCanary
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
@@ -102,7 +106,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
-	if !st.InProgress() {
+	optedIn := d.Labels[api.LabelCanary] == api.LabelCanaryEnabled
+	switch {
+	case !optedIn && st.InProgress():
+		return ctrl.Result{}, r.optOut(ctx, d, *st)
+	case !optedIn:
+		return ctrl.Result{}, nil
+	case !st.InProgress():
 		return ctrl.Result{}, r.idle(ctx, d, st)
 	}
 	return r.step(ctx, d, *st, action)
@@ -387,18 +397,7 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 	if !slices.Contains(d.Finalizers, api.Finalizer) {
 		return nil
 	}
-	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() && plan.Routed() {
-		router := r.router(d, plan)
-		split, err := router.Observe(ctx)
-		if err == nil && split.CanaryWeight > 0 {
-			split.CanaryWeight = 0
-			_, err = router.Ensure(ctx, split)
-		}
-		if err != nil && !errors.Is(err, routes.ErrMissing) {
-			return err
-		}
-	}
-	if err := r.deleteCanary(ctx, d); err != nil {
+	if err := r.drain(ctx, d, st); err != nil {
 		return err
 	}
 	orig := d.DeepCopy()
@@ -407,6 +406,41 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
+}
+
+// optOut ends a release whose Deployment no longer opts in (its label was
+// removed or changed): traffic and header routes back to stable, the canary
+// removed, and the native rollout resumes, as without vane.
+func (r *Reconciler) optOut(ctx context.Context, d *appsv1.Deployment, st api.Status) error {
+	if err := r.drain(ctx, d, &st); err != nil {
+		return err
+	}
+	// The template's version rolls out natively: it is the stable one now.
+	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
+	next := api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: fmt.Sprintf("opted out during the release of %s: canary removed, native rollout resumed", st.CanaryVersion)}
+	if err := r.persist(ctx, d, next, Action{Unpause: true, Done: true}); err != nil {
+		return err
+	}
+	r.record(d, Event{ReasonOptedOut, next.Message})
+	return nil
+}
+
+// drain sends a release's traffic back to stable (no canary weight, no
+// header routes) and removes the canary, for a release that ends outside
+// the step machine. Missing mesh objects are no obstacle.
+func (r *Reconciler) drain(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
+	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() && plan.Routed() {
+		router := r.router(d, plan)
+		split, err := router.Observe(ctx)
+		if err == nil && (split.CanaryWeight > 0 || len(split.HeaderRoutes) > 0) {
+			split.CanaryWeight, split.HeaderRoutes = 0, nil
+			_, err = router.Ensure(ctx, split)
+		}
+		if err != nil && !errors.Is(err, routes.ErrMissing) {
+			return err
+		}
+	}
+	return r.deleteCanary(ctx, d)
 }
 
 // catchUp keeps track of the stable version of Deployments with no release
