@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,9 +67,11 @@ func TestMetricsDuringARelease(t *testing.T) {
 	}
 	a.whenAction(api.ActionPromoteFull)
 	a.waitPhase(api.PhaseHealthy, 30*time.Second)
-	if got, _ := scrape(t, `vane_rollout_phase\{`+release+`,phase="Healthy"\}`); got != 1 {
-		t.Errorf("phase Healthy = %v after promotion", got)
-	}
+	// The gauge follows the status write by a moment.
+	framework.WaitFor(t, 5*time.Second, "phase Healthy in /metrics", func(context.Context) (bool, error) {
+		got, _ := scrape(t, `vane_rollout_phase\{`+release+`,phase="Healthy"\}`)
+		return got == 1, nil
+	})
 	if _, ok := scrape(t, `vane_rollout_phase\{`+release+`,phase="Paused"\}`); ok {
 		t.Error("the Paused series stayed after promotion")
 	}
