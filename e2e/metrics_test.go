@@ -50,9 +50,10 @@ func TestMetricsDuringARelease(t *testing.T) {
 		{`vane_rollout_step\{` + release + `\}`, 1},
 		{`vane_step_transitions_total\{` + release + `\}`, 1},
 	} {
-		if got, ok := scrape(t, c.series); !ok || got != c.want {
-			t.Errorf("%s = %v (found %v), want %v", c.series, got, ok, c.want)
-		}
+		framework.WaitFor(t, 5*time.Second, fmt.Sprintf("%s = %v", c.series, c.want), func(context.Context) (bool, error) {
+			got, ok := scrape(t, c.series)
+			return ok && got == c.want, nil
+		})
 	}
 	// At least one more: the API server re-runs admission when it retries a
 	// patch that met a concurrent write.
