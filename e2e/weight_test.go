@@ -121,6 +121,7 @@ func TestWeightCanarySeedScenario(t *testing.T) {
 			"StepAdvanced: step 3/4 done: setWeight 50",
 			"StepAdvanced: step 4/4 done: pause 3s",
 			"TrafficShifted: canary v2 weight 100%, stable v1 weight 0%",
+			"TrafficShifted: canary v2 weight 100%, stable (any version) weight 0%", // stable widened for the native rollout
 			"Promoting: rolling out v2 natively",
 			"TrafficShifted: canary v2 weight 100%, stable v2 weight 0%", // stable subset moves to v2
 			"TrafficShifted: canary v2 weight 0%, stable v2 weight 100%",

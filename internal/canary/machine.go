@@ -108,7 +108,8 @@ func Next(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.St
 	}
 	// Without a mesh the pools are the two Deployments: they always select
 	// their own versions, there is nothing to point.
-	if plan.Routed() && (st.CurrentStepIndex < st.StepCount || obs.Split.StableVersion != st.CanaryVersion) {
+	// During promotion the pools move on their own schedule (promote).
+	if plan.Routed() && (st.CurrentStepIndex < st.StepCount || (obs.Split.StableVersion != st.CanaryVersion && obs.Split.CanaryWeight < 100)) {
 		if next, act, wait := prepareSubsets(st, obs); wait {
 			return next, act
 		}
@@ -374,6 +375,16 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 				return st, act
 			}
 			return shift(st, cur, 100, Action{})
+		}
+		// Guard: the native rollout is about to replace the stable version's
+		// pods. The stable pool is widened to every version first, so whatever
+		// still reaches it (routes vane does not weigh, the stable Service
+		// itself) always finds ready pods of one version or the other.
+		if obs.Paused && cur.StableVersion != "" {
+			st.Message = "stable pool widened to every version for the native rollout"
+			widened := cur
+			widened.StableVersion = ""
+			return st, Action{Split: &widened}
 		}
 		if obs.Paused {
 			st.Message = fmt.Sprintf("rolling out %s natively", st.CanaryVersion)

@@ -118,10 +118,19 @@ func TestNext(t *testing.T) {
 			wantPhase: api.PhasePromoting, wantStep: 4,
 			wantAct: Action{Split: ptr(split("v1", "v2", 100))},
 		},
-		"promotion unpauses the original": {
+		"promotion widens the stable pool before the native rollout": {
 			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("v1", "v2", 100)},
 			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Split: ptr(split("", "v2", 100))},
+		},
+		"promotion unpauses the original once stable is widened": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
 			wantAct: Action{Unpause: true, Events: []Event{{ReasonPromoting, "rolling out v2 natively"}}},
+		},
+		"a widened stable pool is not narrowed back during promotion": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 2, Canary: ready(4), Split: split("", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
 		},
 		"promotion waits for the native rollout": {
 			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 2, Canary: ready(4), Split: split("v1", "v2", 100)},

@@ -232,7 +232,7 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		// next does not undo the traffic change.
 		if wrote {
 			s := act.Split
-			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", s.CanaryVersion, s.CanaryWeight, s.StableVersion, 100-s.CanaryWeight)})
+			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", poolVersion(s.CanaryVersion), s.CanaryWeight, poolVersion(s.StableVersion), 100-s.CanaryWeight)})
 		}
 	}
 	if act.DeleteCanary {
@@ -541,4 +541,12 @@ func ptrOr(p *int32, def int32) int32 {
 		return def
 	}
 	return *p
+}
+
+// poolVersion names the version a pool selects ("" selects them all).
+func poolVersion(v string) string {
+	if v == "" {
+		return "(any version)"
+	}
+	return v
 }
