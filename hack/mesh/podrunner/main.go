@@ -9,7 +9,9 @@
 //
 // A pod that goes away is first removed from the mesh (WorkloadEntry
 // deleted), then kept serving for -drain so that clients still holding the
-// old endpoint list finish on it, then stopped gracefully.
+// old endpoint list finish on it, then stopped gracefully. kwok hands a
+// freed IP to the next pod at once: if a new pod gets the address while the
+// old one drains, the server stays and answers as the new pod.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,10 +47,23 @@ import (
 
 var workloadEntries = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "workloadentries"}
 
+// identity is who answers on an address: a pod's name and version label.
+type identity struct{ pod, version string }
+
+// server is one address (pod IP and port). It outlives the pod that got it:
+// kwok hands a freed IP to the next pod at once, while the old pod is still
+// draining, so the address answers as whichever pod holds it now.
+type server struct {
+	addr  string
+	grpc  *grpc.Server
+	owner atomic.Pointer[identity]
+}
+
 type backend struct {
-	key     string
-	ip      string
-	servers []*grpc.Server
+	key   string
+	ip    string
+	id    *identity
+	addrs []*server
 }
 
 type runner struct {
@@ -56,6 +72,7 @@ type runner struct {
 
 	mu       sync.Mutex
 	backends map[string]*backend // by namespace/name
+	servers  map[string]*server  // by address
 }
 
 func main() {
@@ -71,7 +88,7 @@ func main() {
 	}
 	cfg.QPS, cfg.Burst = 100, 200
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	r := &runner{dyn: dynamic.NewForConfigOrDie(cfg), drain: *drain, backends: map[string]*backend{}}
+	r := &runner{dyn: dynamic.NewForConfigOrDie(cfg), drain: *drain, backends: map[string]*backend{}, servers: map[string]*server{}}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
@@ -95,11 +112,8 @@ func main() {
 	log.Printf("podrunner: serving the pods of node %s", *node)
 	<-ctx.Done()
 	r.mu.Lock()
-	for k, b := range r.backends {
-		for _, s := range b.servers {
-			s.Stop()
-		}
-		delete(r.backends, k)
+	for _, s := range r.servers {
+		s.grpc.Stop()
 	}
 	r.mu.Unlock()
 }
@@ -132,26 +146,34 @@ func (r *runner) sync(ctx context.Context, p *corev1.Pod) {
 	if ip == nil || !ip.IsLoopback() {
 		return
 	}
-	b := &backend{key: key, ip: p.Status.PodIP}
+	b := &backend{key: key, ip: p.Status.PodIP, id: &identity{pod: p.Name, version: p.Labels["version"]}}
+	r.mu.Lock()
 	for _, c := range p.Spec.Containers {
 		for _, port := range c.Ports {
 			if port.Protocol != "" && port.Protocol != corev1.ProtocolTCP {
 				continue
 			}
-			s, err := serve(net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port.ContainerPort))), p.Name, p.Labels["version"])
-			if err != nil {
-				log.Printf("%s: %v", key, err)
-				continue
+			addr := net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port.ContainerPort)))
+			s := r.servers[addr]
+			if s == nil {
+				var err error
+				if s, err = serve(addr); err != nil {
+					log.Printf("%s: %v", key, err)
+					continue
+				}
+				r.servers[addr] = s
 			}
-			b.servers = append(b.servers, s)
+			s.owner.Store(b.id)
+			b.addrs = append(b.addrs, s)
 		}
 	}
-	if len(b.servers) == 0 {
+	if len(b.addrs) > 0 {
+		r.backends[key] = b
+	}
+	r.mu.Unlock()
+	if len(b.addrs) == 0 {
 		return
 	}
-	r.mu.Lock()
-	r.backends[key] = b
-	r.mu.Unlock()
 	// Serving first, then published: istiod never hands out an endpoint
 	// that does not answer yet.
 	if err := r.publish(ctx, p); err != nil {
@@ -176,10 +198,20 @@ func (r *runner) remove(key string) {
 	log.Printf("%s: unpublished; draining for %s", key, r.drain)
 	go func() {
 		time.Sleep(r.drain)
-		for _, s := range b.servers {
-			s.GracefulStop()
+		r.mu.Lock()
+		var stop []*server
+		for _, s := range b.addrs {
+			// Still ours: nobody took the address over while we drained.
+			if s.owner.CompareAndSwap(b.id, nil) {
+				delete(r.servers, s.addr)
+				stop = append(stop, s)
+			}
 		}
-		log.Printf("%s: stopped", key)
+		r.mu.Unlock()
+		for _, s := range stop {
+			s.grpc.GracefulStop()
+		}
+		log.Printf("%s: stopped (%d of %d addresses; the others have a new pod)", key, len(stop), len(b.addrs))
 	}()
 }
 
@@ -226,21 +258,23 @@ func (r *runner) publish(ctx context.Context, p *corev1.Pod) error {
 	return err
 }
 
-// serve answers Health/Check with the pod's name and version in the
-// response headers.
-func serve(addr, pod, version string) (*grpc.Server, error) {
+// serve answers Health/Check on addr with the current owner's pod name and
+// version in the response headers.
+func serve(addr string) (*server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	md := metadata.Pairs("pod", pod, "version", version)
-	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		_ = grpc.SetHeader(ctx, md)
+	s := &server{addr: addr}
+	s.grpc = grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if id := s.owner.Load(); id != nil {
+			_ = grpc.SetHeader(ctx, metadata.Pairs("pod", id.pod, "version", id.version))
+		}
 		return h(ctx, req)
 	}))
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	go func() { _ = s.Serve(lis) }()
+	healthpb.RegisterHealthServer(s.grpc, hs)
+	go func() { _ = s.grpc.Serve(lis) }()
 	return s, nil
 }

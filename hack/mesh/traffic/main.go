@@ -160,8 +160,8 @@ func main() {
 					return
 				}
 				version, pod, err := call(ctx, client, md, *timeout)
-				if ctx.Err() != nil && err != nil {
-					return // interrupted, not failed
+				if err != nil && stopping(ctx) {
+					return // interrupted or -d over, not failed
 				}
 				c.add(version, pod, err)
 			}
@@ -212,6 +212,16 @@ func main() {
 		default:
 		}
 	}
+}
+
+// stopping: the run is over (Ctrl-C, or the -d deadline, which grpc may
+// report a moment before the context itself says so).
+func stopping(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func call(ctx context.Context, client healthpb.HealthClient, md metadata.MD, timeout time.Duration) (version, pod string, err error) {
