@@ -79,7 +79,7 @@ func startMesh(c *framework.Cluster) (map[string]string, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%v\n%s%s", err, out.String(), errb.String())
+		return nil, fmt.Errorf("%w\n%s%s", err, out.String(), errb.String())
 	}
 	env := map[string]string{}
 	for _, l := range strings.Split(out.String(), "\n") {
