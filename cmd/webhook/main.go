@@ -36,6 +36,7 @@ import (
 // options are the command-line flags.
 type options struct {
 	metricsAddr, probeAddr       string
+	pprofAddr                    string
 	webhookHost                  string
 	webhookPort                  int
 	certDir, selfSigned          string
@@ -52,6 +53,7 @@ func parseFlags() *options {
 	o := &options{}
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of net/http/pprof's /debug/pprof/ endpoints; empty disables them")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	flag.StringVar(&o.certDir, "cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
@@ -171,6 +173,7 @@ func newManager(cfg *rest.Config, scheme *runtime.Scheme, o *options, rotator *c
 		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "vane.io",
 		LeaderElectionNamespace: o.leaderNamespace,
