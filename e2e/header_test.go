@@ -57,23 +57,7 @@ spec:
   selector: {app: dubbo3-provider}
 `, svc, a.ns))
 	}
-	a.apply(fmt.Sprintf(`apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: provider, namespace: %s}
-spec:
-  gateways: [mesh]
-  hosts: [dubbo3-provider]
-  http:
-  - name: test-v1
-    match: [{headers: {lane: {exact: test-v1}}}]
-    route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-      weight: 100
-    - destination: {host: dubbo3-provider-canary, port: {number: 20880}}
-      weight: 0
-  - route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-`, a.ns))
+	a.apply(legacyVirtualService(a.ns))
 	a.apply(providerWith(a.ns, replicas, legacyRouting, legacySteps))
 	a.waitAvailable("v1")
 	a.waitAdopted("v1")
@@ -271,3 +255,25 @@ func TestScaleAndEditMidRelease(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// legacyVirtualService is the seed's rollouts-legacy VirtualService: split
+// by host, a lane match on test-v1 and a default route to stable.
+func legacyVirtualService(ns string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: provider, namespace: %s}
+spec:
+  gateways: [mesh]
+  hosts: [dubbo3-provider]
+  http:
+  - name: test-v1
+    match: [{headers: {lane: {exact: test-v1}}}]
+    route:
+    - destination: {host: dubbo3-provider, port: {number: 20880}}
+      weight: 100
+    - destination: {host: dubbo3-provider-canary, port: {number: 20880}}
+      weight: 0
+  - route:
+    - destination: {host: dubbo3-provider, port: {number: 20880}}
+`, ns)
+}

@@ -455,23 +455,7 @@ func TestMeshHeaderLaneTraffic(t *testing.T) {
 	for _, svc := range []string{"dubbo3-provider", "dubbo3-provider-canary"} {
 		a.apply(meshService(a.ns, svc))
 	}
-	a.apply(fmt.Sprintf(`apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: provider, namespace: %s}
-spec:
-  gateways: [mesh]
-  hosts: [dubbo3-provider]
-  http:
-  - name: test-v1
-    match: [{headers: {lane: {exact: test-v1}}}]
-    route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-      weight: 100
-    - destination: {host: dubbo3-provider-canary, port: {number: 20880}}
-      weight: 0
-  - route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-`, a.ns))
+	a.apply(legacyVirtualService(a.ns))
 	a.apply(onMeshNode(providerWith(a.ns, 2, legacyRouting, legacySteps)))
 	a.waitAvailable("v1")
 	a.waitAdopted("v1")
