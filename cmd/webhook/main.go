@@ -104,7 +104,7 @@ func run(ctx context.Context, o *options) error {
 		Reader:   mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("vane"),
 	}
-	if err := reconciler.SetupWithManager(mgr); err != nil {
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
 	if err := errors.Join(

@@ -44,9 +44,37 @@ type Reconciler struct {
 	Now func() time.Time
 }
 
+// routingIndex indexes opted-in Deployments in the cache by the Istio
+// objects their strategy names (see routingKeys).
+const routingIndex = "vane.io/routing"
+
+// routingKey is an index value: an Istio object's kind and name.
+func routingKey(kind, name string) string { return kind + "/" + name }
+
+// routingKeys names the VirtualService and DestinationRule an opted-in
+// Deployment's strategy routes through. A Deployment whose strategy does
+// not parse names none: it cannot route through anything yet.
+func routingKeys(o client.Object) []string {
+	if o.GetLabels()[api.LabelCanary] != api.LabelCanaryEnabled {
+		return nil
+	}
+	plan, err := api.ParsePlan(o.GetAnnotations())
+	if err != nil {
+		return nil
+	}
+	keys := []string{routingKey("VirtualService", plan.Istio.VirtualService)}
+	if plan.Istio.DestinationRule != "" {
+		keys = append(keys, routingKey("DestinationRule", plan.Istio.DestinationRule))
+	}
+	return keys
+}
+
 // SetupWithManager registers the reconciler: opted-in Deployments, their
 // canaries, and the Istio objects their releases route through.
-func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &appsv1.Deployment{}, routingIndex, routingKeys); err != nil {
+		return fmt.Errorf("index deployments by routing: %w", err)
+	}
 	// Opted-in Deployments, and those whose opt-in label changed to another
 	// value (their release must end). A removed label reaches us as a delete
 	// from the label-scoped cache.
@@ -60,26 +88,31 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		// Istio objects only wake releases up (decisions read them uncached):
 		// their cache keeps metadata only.
-		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace), builder.OnlyMetadata).
-		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesInNamespace), builder.OnlyMetadata).
+		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService")), builder.OnlyMetadata).
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule")), builder.OnlyMetadata).
 		Complete(r)
 }
 
-// releasesInNamespace maps a change of an Istio object to the releases in its
-// namespace, so a release waiting for it proceeds as soon as it appears.
-func (r *Reconciler) releasesInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
-	var list appsv1.DeploymentList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingLabels{api.LabelCanary: api.LabelCanaryEnabled}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "List releases")
-		return nil
-	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		if st, _ := api.StatusFrom(list.Items[i].Annotations); st.InProgress() {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+// releasesRoutedBy maps a change of an Istio object of kind to the releases
+// in progress whose strategy names it, so a release waiting for it proceeds
+// as soon as it appears. Only those: with every release of the namespace,
+// each weight a release writes would wake all the others, and N releases
+// in one namespace would cost N² reconciles.
+func (r *Reconciler) releasesRoutedBy(kind string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list appsv1.DeploymentList
+		if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{routingIndex: routingKey(kind, o.GetName())}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "List releases", "kind", kind, "name", o.GetName())
+			return nil
 		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			if st, _ := api.StatusFrom(list.Items[i].Annotations); st.InProgress() {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return out
 	}
-	return out
 }
 
 // Reconcile loads a release, makes its next move and persists its status.
