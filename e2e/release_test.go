@@ -380,6 +380,13 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	o := observation{at: time.Now(), canaryReplicas: -1}
 	vs := &istionetworkingv1.VirtualService{}
 	dr := &istionetworkingv1.DestinationRule{}
+	// The canary's size first: vane resizes it only after persisting the
+	// step that asks for it, so a size read before the status is never ahead
+	// of the step read with it.
+	c := &appsv1.Deployment{}
+	if err := a.c.Client.Get(ctx, a.key(a.name+"-canary"), c); err == nil {
+		o.canaryReplicas = *c.Spec.Replicas
+	}
 	d := &appsv1.Deployment{}
 	if err := a.c.Client.Get(ctx, a.key(a.name), d); err != nil {
 		return o, err
@@ -416,10 +423,6 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 		case "canary":
 			o.canarySubset = s.Labels
 		}
-	}
-	c := &appsv1.Deployment{}
-	if err := a.c.Client.Get(ctx, a.key(a.name+"-canary"), c); err == nil {
-		o.canaryReplicas = *c.Spec.Replicas
 	}
 	var pods corev1.PodList
 	if err := a.c.Client.List(ctx, &pods, client.InNamespace(a.ns)); err != nil {
