@@ -5,10 +5,11 @@ export VANE_RUN_DIR := $(RUN_DIR)
 .PHONY: up down demo test unit e2e build
 
 ## up: local cluster + vane running and registered; prints the KUBECONFIG export.
+## MESH=1 adds istiod and pods that answer (hack/mesh.sh, hack/README.md).
 up:
-	hack/cluster.sh up >/dev/null
+	hack/cluster.sh up $(if $(MESH),--mesh) >/dev/null
 	hack/vane.sh start
-	@hack/cluster.sh env | grep KUBECONFIG
+	@hack/cluster.sh env | grep -E 'KUBECONFIG|VANE_ISTIOD_XDS'
 
 ## down: stop vane and the cluster, remove the run dir.
 down:
@@ -27,7 +28,7 @@ unit:
 	go test ./internal/... ./cmd/...
 
 e2e:
-	go test ./e2e/... -count=1 -v -timeout 30m
+	$(if $(MESH),hack/mesh.sh build && VANE_MESH=1) go test ./e2e/... -count=1 -v -timeout 30m
 
 build:
 	go build -o bin/vane ./cmd/webhook

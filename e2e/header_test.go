@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,23 +57,7 @@ spec:
   selector: {app: dubbo3-provider}
 `, svc, a.ns))
 	}
-	a.apply(fmt.Sprintf(`apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: provider, namespace: %s}
-spec:
-  gateways: [mesh]
-  hosts: [dubbo3-provider]
-  http:
-  - name: test-v1
-    match: [{headers: {lane: {exact: test-v1}}}]
-    route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-      weight: 100
-    - destination: {host: dubbo3-provider-canary, port: {number: 20880}}
-      weight: 0
-  - route:
-    - destination: {host: dubbo3-provider, port: {number: 20880}}
-`, a.ns))
+	a.apply(legacyVirtualService(a.ns))
 	a.apply(providerWith(a.ns, replicas, legacyRouting, legacySteps))
 	a.waitAvailable("v1")
 	a.waitAdopted("v1")
@@ -205,9 +190,9 @@ func TestAbortRetryPromoteFull(t *testing.T) {
 		t.Errorf("abort took %s to send all traffic to stable, want within a second", took)
 	}
 	st := a.waitPhase(api.PhaseAborted, 10*time.Second)
-	framework.WaitFor(t, 10*time.Second, "canary scaled to zero", func(context.Context) (bool, error) {
-		c := a.canary()
-		return c != nil && *c.Spec.Replicas == 0 && c.Status.Replicas == 0, nil
+	framework.WaitFor(t, 10*time.Second, "canary removed, both subsets on v1", func(context.Context) (bool, error) {
+		dr := a.destinationRule()
+		return a.canaryGone() && subsetVersions(dr) == "stable=v1 canary=v1", nil
 	})
 	if d := a.deployment(); !d.Spec.Paused || d.Spec.Template.Labels["version"] != "v2" {
 		t.Errorf("aborted Deployment paused=%v on %s, want held on v2", d.Spec.Paused, d.Spec.Template.Labels["version"])
@@ -224,14 +209,8 @@ func TestAbortRetryPromoteFull(t *testing.T) {
 	a.whenAction(api.ActionPromoteFull)
 	a.waitPhase(api.PhaseHealthy, 30*time.Second)
 	a.waitAvailable("v2")
-	hist := rec.history() // no traffic to a pool without Ready pods, lane route included
-	var weights []int32
-	for _, o := range hist {
-		if len(weights) == 0 || weights[len(weights)-1] != o.canaryWeight {
-			weights = append(weights, o.canaryWeight)
-		}
-	}
-	if diff := cmp.Diff([]int32{0, 50, 0, 50, 100, 0}, weights); diff != "" {
+	rec.history() // no traffic to a pool without Ready pods, lane route included
+	if diff := cmp.Diff([]int32{0, 50, 0, 50, 100, 0}, a.shiftedWeights()); diff != "" {
 		t.Errorf("canary weights (-want,+got):\n%s", diff)
 	}
 	events := strings.Join(a.events(), "\n")
@@ -251,12 +230,10 @@ func TestScaleAndEditMidRelease(t *testing.T) {
 	if c := a.canary(); *c.Spec.Replicas != 1 {
 		t.Fatalf("canary has %d replicas at 50%% of 2, want 1", *c.Spec.Replicas)
 	}
-	d := a.deployment()
-	d.Spec.Replicas = ptrTo[int32](6)
-	d.Spec.Template.Spec.Containers[0].Image += "-patched"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) {
+		d.Spec.Replicas = ptrTo[int32](6)
+		d.Spec.Template.Spec.Containers[0].Image += "-patched"
+	})
 	framework.WaitFor(t, 30*time.Second, "canary at 3 replicas on the new image", func(context.Context) (bool, error) {
 		c := a.canary()
 		return *c.Spec.Replicas == 3 && c.Status.AvailableReplicas == 3 && c.Status.UpdatedReplicas == 3 &&
@@ -278,3 +255,25 @@ func TestScaleAndEditMidRelease(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// legacyVirtualService is the seed's rollouts-legacy VirtualService: split
+// by host, a lane match on test-v1 and a default route to stable.
+func legacyVirtualService(ns string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: provider, namespace: %s}
+spec:
+  gateways: [mesh]
+  hosts: [dubbo3-provider]
+  http:
+  - name: test-v1
+    match: [{headers: {lane: {exact: test-v1}}}]
+    route:
+    - destination: {host: dubbo3-provider, port: {number: 20880}}
+      weight: 100
+    - destination: {host: dubbo3-provider-canary, port: {number: 20880}}
+      weight: 0
+  - route:
+    - destination: {host: dubbo3-provider, port: {number: 20880}}
+`, ns)
+}

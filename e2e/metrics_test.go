@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+
 	"github.com/vane-io/vane/e2e/framework"
 	"github.com/vane-io/vane/internal/api"
 )
@@ -48,9 +50,10 @@ func TestMetricsDuringARelease(t *testing.T) {
 		{`vane_rollout_step\{` + release + `\}`, 1},
 		{`vane_step_transitions_total\{` + release + `\}`, 1},
 	} {
-		if got, ok := scrape(t, c.series); !ok || got != c.want {
-			t.Errorf("%s = %v (found %v), want %v", c.series, got, ok, c.want)
-		}
+		framework.WaitFor(t, 5*time.Second, fmt.Sprintf("%s = %v", c.series, c.want), func(context.Context) (bool, error) {
+			got, ok := scrape(t, c.series)
+			return ok && got == c.want, nil
+		})
 	}
 	// At least one more: the API server re-runs admission when it retries a
 	// patch that met a concurrent write.
@@ -65,9 +68,11 @@ func TestMetricsDuringARelease(t *testing.T) {
 	}
 	a.whenAction(api.ActionPromoteFull)
 	a.waitPhase(api.PhaseHealthy, 30*time.Second)
-	if got, _ := scrape(t, `vane_rollout_phase\{`+release+`,phase="Healthy"\}`); got != 1 {
-		t.Errorf("phase Healthy = %v after promotion", got)
-	}
+	// The gauge follows the status write by a moment.
+	framework.WaitFor(t, 5*time.Second, "phase Healthy in /metrics", func(context.Context) (bool, error) {
+		got, _ := scrape(t, `vane_rollout_phase\{`+release+`,phase="Healthy"\}`)
+		return got == 1, nil
+	})
 	if _, ok := scrape(t, `vane_rollout_phase\{`+release+`,phase="Paused"\}`); ok {
 		t.Error("the Paused series stayed after promotion")
 	}
@@ -86,20 +91,14 @@ func TestMatchConditionsSkipUnrelatedUpdates(t *testing.T) {
 		return n
 	}
 	before := calls()
-	d := a.deployment()
-	d.Spec.Replicas = ptrTo[int32](3)
-	d.Spec.Template.Spec.Containers[0].Image += "-same-version"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) {
+		d.Spec.Replicas = ptrTo[int32](3)
+		d.Spec.Template.Spec.Containers[0].Image += "-same-version"
+	})
 	if got := calls(); got != before {
 		t.Errorf("a scale and an image edit reached vane: %v admissions, was %v", got, before)
 	}
-	d = a.deployment()
-	d.Spec.Template.Labels["team"] = "a"
-	if err := a.c.Client.Update(context.Background(), d); err != nil {
-		t.Fatal(err)
-	}
+	a.update(func(d *appsv1.Deployment) { d.Spec.Template.Labels["team"] = "a" })
 	if got := calls(); got < before+1 {
 		t.Errorf("a pod-template label edit: %v admissions, want at least %v", got, before+1)
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -34,6 +35,19 @@ type app struct {
 	c    *framework.Cluster
 	ns   string
 	name string
+	// mesh names the VirtualService, its weighted route and the
+	// DestinationRule; the seed's when zero.
+	mesh meshNames
+}
+
+// meshNames are the names of an app's Istio objects.
+type meshNames struct{ vs, route, dr string }
+
+func (a *app) names() meshNames {
+	if a.mesh == (meshNames{}) {
+		return meshNames{vs: "provider", route: "test-v1", dr: "dubbo-provider"}
+	}
+	return a.mesh
 }
 
 const seedRouting = `trafficRouting:
@@ -183,7 +197,7 @@ func (a *app) status() api.Status {
 func (a *app) virtualService() *istionetworkingv1.VirtualService {
 	a.t.Helper()
 	vs := &istionetworkingv1.VirtualService{}
-	if err := a.c.Client.Get(context.Background(), a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(context.Background(), a.key(a.names().vs), vs); err != nil {
 		a.t.Fatalf("get virtualservice: %v", err)
 	}
 	return vs
@@ -366,6 +380,13 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	o := observation{at: time.Now(), canaryReplicas: -1}
 	vs := &istionetworkingv1.VirtualService{}
 	dr := &istionetworkingv1.DestinationRule{}
+	// The canary's size first: vane resizes it only after persisting the
+	// step that asks for it, so a size read before the status is never ahead
+	// of the step read with it.
+	c := &appsv1.Deployment{}
+	if err := a.c.Client.Get(ctx, a.key(a.name+"-canary"), c); err == nil {
+		o.canaryReplicas = *c.Spec.Replicas
+	}
 	d := &appsv1.Deployment{}
 	if err := a.c.Client.Get(ctx, a.key(a.name), d); err != nil {
 		return o, err
@@ -373,17 +394,17 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	if st, _ := api.StatusFrom(d.Annotations); st != nil {
 		o.step, o.phase = st.CurrentStepIndex, st.Phase
 	}
-	if err := a.c.Client.Get(ctx, a.key("provider"), vs); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().vs), vs); err != nil {
 		return o, err
 	}
-	if err := a.c.Client.Get(ctx, a.key("dubbo-provider"), dr); err != nil {
+	if err := a.c.Client.Get(ctx, a.key(a.names().dr), dr); err != nil {
 		return o, err
 	}
 	for _, h := range vs.Spec.Http {
 		if h.Name == "lane" {
 			o.headerRoutes = append(o.headerRoutes, h.Name)
 		}
-		if h.Name != "test-v1" {
+		if h.Name != a.names().route {
 			continue
 		}
 		for _, d := range h.Route {
@@ -402,10 +423,6 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 		case "canary":
 			o.canarySubset = s.Labels
 		}
-	}
-	c := &appsv1.Deployment{}
-	if err := a.c.Client.Get(ctx, a.key(a.name+"-canary"), c); err == nil {
-		o.canaryReplicas = *c.Spec.Replicas
 	}
 	var pods corev1.PodList
 	if err := a.c.Client.List(ctx, &pods, client.InNamespace(a.ns)); err != nil {
@@ -484,4 +501,58 @@ func toUnstructured(t *testing.T, obj any) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// update changes the Deployment as a client with a read-modify-write would,
+// retrying on conflicts with the controllers' own writes.
+func (a *app) update(change func(d *appsv1.Deployment)) {
+	a.t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := a.deployment()
+		change(d)
+		return a.c.Client.Update(context.Background(), d)
+	})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// canaryWeights is the sequence of distinct canary weights a recorder saw.
+func canaryWeights(hist []observation) []int32 {
+	var out []int32
+	for _, o := range hist {
+		if len(out) == 0 || out[len(out)-1] != o.canaryWeight {
+			out = append(out, o.canaryWeight)
+		}
+	}
+	return out
+}
+
+// shiftedWeights is the sequence of canary weights vane wrote, from its
+// TrafficShifted events (complete, where a poller may miss a short step).
+func (a *app) shiftedWeights() []int32 {
+	a.t.Helper()
+	var out []int32
+	for _, e := range a.events() {
+		var v string
+		var w int32
+		if _, err := fmt.Sscanf(e, "TrafficShifted: canary %s weight %d%%", &v, &w); err != nil {
+			continue
+		}
+		if len(out) == 0 || out[len(out)-1] != w {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// observeNow looks at the routes and pods now (a recorder's last sample may
+// be up to a poll old).
+func (a *app) observeNow() observation {
+	a.t.Helper()
+	o, err := (&recorder{a: a}).look(context.Background())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return o
 }

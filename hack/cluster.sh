@@ -6,6 +6,7 @@
 #
 #   hack/cluster.sh build   build the binaries into the cache (no-op when up to date)
 #   hack/cluster.sh up      build if needed, start the cluster, print env exports
+#   hack/cluster.sh up --mesh   the same plus istiod and pods that answer (hack/mesh.sh)
 #   hack/cluster.sh down    stop exactly the processes `up` recorded, remove run dir
 #   hack/cluster.sh env     print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status  print each component's pid and whether it is alive
@@ -422,6 +423,10 @@ print_env() {
   printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
   # shellcheck disable=SC2016 # $PATH is for the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$BIN"
+  # With the mesh (hack/mesh.sh start): istiod's xDS address, traffic on PATH.
+  if [[ -f $RUN_DIR/mesh.env ]]; then
+    bash "$ROOT/hack/mesh.sh" env
+  fi
 }
 
 UP_DONE=0
@@ -622,7 +627,18 @@ cmd_watchdog() {
 
 case ${1:-} in
 build) cmd_build ;;
-up) cmd_up ;;
+up)
+  case ${2:-} in
+  "") cmd_up ;;
+  --mesh)
+    bash "$ROOT/hack/mesh.sh" build
+    cmd_up >/dev/null
+    bash "$ROOT/hack/mesh.sh" start >/dev/null
+    print_env
+    ;;
+  *) die "up: unknown option ${2}" ;;
+  esac
+  ;;
 down) cmd_down ;;
 env) print_env ;;
 status) cmd_status ;;

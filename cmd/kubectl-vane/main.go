@@ -32,7 +32,7 @@ const usage = `kubectl vane: canary releases of plain Deployments
   kubectl vane list                     releases in the namespace, with their phase
   kubectl vane status NAME [--watch]    where a release stands (--watch: until it ends)
   kubectl vane promote NAME [--full]    end the current pause (--full: skip all remaining steps)
-  kubectl vane abort NAME               all traffic to stable now, canary to zero
+  kubectl vane abort NAME               all traffic to stable now, canary removed
   kubectl vane retry NAME               start an aborted release again from step 0
 
 Flags: -n/--namespace, --kubeconfig, --context

@@ -59,6 +59,10 @@ func load(ctx context.Context, c client.Client, ns, name string) (*view, error) 
 			v.ready[p.Labels[key]]++
 		}
 	}
+	if !v.plan.Routed() {
+		v.routes = []string{"no mesh: the Service spreads requests over the Ready pods of both versions (weight ≈ the canary's share of pods)"}
+		return v, nil
+	}
 	vs := &networkingv1.VirtualService{}
 	err = c.Get(ctx, types.NamespacedName{Namespace: ns, Name: v.plan.Istio.VirtualService}, vs)
 	switch {

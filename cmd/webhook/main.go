@@ -4,7 +4,9 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,113 +33,84 @@ import (
 	"github.com/vane-io/vane/internal/mutate"
 )
 
+// options are the command-line flags.
+type options struct {
+	metricsAddr, probeAddr       string
+	pprofAddr                    string
+	webhookHost                  string
+	webhookPort                  int
+	certDir, selfSigned          string
+	certSecret, webhookConfig    string
+	certValidity, certInterval   time.Duration
+	leaderElect                  bool
+	leaderNamespace              string
+	leaseDuration, renewDeadline time.Duration
+	retryPeriod                  time.Duration
+	zap                          zap.Options
+}
+
+func parseFlags() *options {
+	o := &options{}
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of net/http/pprof's /debug/pprof/ endpoints; empty disables them")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
+	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the webhook server")
+	flag.StringVar(&o.certDir, "cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
+	flag.StringVar(&o.selfSigned, "self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate and renew a CA and serving certificate for them")
+	flag.StringVar(&o.certSecret, "cert-secret", "", "NAMESPACE/NAME of the Secret that keeps the generated certificate, shared by all replicas (with --self-signed-hosts)")
+	flag.DurationVar(&o.certValidity, "cert-validity", 365*24*time.Hour, "validity of generated serving certificates; renewed at half")
+	flag.DurationVar(&o.certInterval, "cert-check-interval", time.Hour, "how often the generated certificate is checked for renewal")
+	flag.StringVar(&o.webhookConfig, "webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is kept on the generated CA (with --self-signed-hosts)")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader, so that only one replica runs releases")
+	flag.StringVar(&o.leaderNamespace, "leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
+	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
+	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
+	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
+	o.zap.BindFlags(flag.CommandLine)
+	flag.Parse()
+	return o
+}
+
 func main() {
-	if err := run(); err != nil {
+	o := parseFlags()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "vane:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	var (
-		metricsAddr   = flag.String("metrics-bind-address", ":8080", "address of the /metrics endpoint; 0 disables it")
-		probeAddr     = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-		pprofAddr     = flag.String("pprof-bind-address", "", "address of net/http/pprof's /debug/pprof/ endpoints; empty disables them")
-		webhookHost   = flag.String("webhook-host", "", "address the webhook server listens on (all interfaces when empty)")
-		webhookPort   = flag.Int("webhook-port", 9443, "port of the webhook server")
-		certDir       = flag.String("cert-dir", "/tmp/vane-webhook-certs", "directory of tls.crt and tls.key: provided (e.g. by cert-manager), or where generated ones are kept without --cert-secret")
-		selfSigned    = flag.String("self-signed-hosts", "", "comma-separated hosts (DNS names or IPs): generate and renew a CA and serving certificate for them")
-		certSecret    = flag.String("cert-secret", "", "NAMESPACE/NAME of the Secret that keeps the generated certificate, shared by all replicas (with --self-signed-hosts)")
-		certValidity  = flag.Duration("cert-validity", 365*24*time.Hour, "validity of generated serving certificates; renewed at half")
-		certInterval  = flag.Duration("cert-check-interval", time.Hour, "how often the generated certificate is checked for renewal")
-		webhookCfg    = flag.String("webhook-config-name", "", "MutatingWebhookConfiguration whose caBundle is kept on the generated CA (with --self-signed-hosts)")
-		leaderElect   = flag.Bool("leader-elect", false, "elect a leader, so that only one replica runs releases")
-		leaderNS      = flag.String("leader-election-namespace", "", "namespace of the leader election lease (the pod's namespace in a cluster)")
-		leaseDuration = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
-		renewDeadline = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
-		retryPeriod   = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
-		workers       = flag.Int("max-concurrent-reconciles", 10, "how many releases are reconciled at once (each one by one); a reconcile waits mostly on the API server")
-	)
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	log := ctrl.Log.WithName("setup")
-
+func run(ctx context.Context, o *options) error {
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := networkingv1.AddToScheme(scheme); err != nil {
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), networkingv1.AddToScheme(scheme)); err != nil {
 		return err
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
 	}
-	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	rotator, err := certificates(ctx, cfg, scheme, o)
 	if err != nil {
 		return err
 	}
-	ctx := ctrl.SetupSignalHandler()
-	webhookOpts := webhook.Options{Host: *webhookHost, Port: *webhookPort, CertDir: *certDir}
-	var rotator *certs.Rotator
-	if *selfSigned != "" {
-		rotator = &certs.Rotator{
-			Store:         &certs.DirStore{Dir: *certDir},
-			Client:        direct,
-			Hosts:         strings.Split(*selfSigned, ","),
-			Validity:      *certValidity,
-			Interval:      *certInterval,
-			WebhookConfig: *webhookCfg,
-		}
-		if *certSecret != "" {
-			ns, name, ok := strings.Cut(*certSecret, "/")
-			if !ok {
-				return fmt.Errorf("--cert-secret %q: want NAMESPACE/NAME", *certSecret)
-			}
-			rotator.Store = &certs.SecretStore{Client: direct, Namespace: ns, Name: name}
-		}
-		if err := rotator.Ensure(ctx); err != nil {
-			return fmt.Errorf("webhook certificate: %w", err)
-		}
-		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rotator.GetCertificate }}
-		log.Info("Webhook certificate ready", "hosts", rotator.Hosts, "mutatingWebhookConfiguration", *webhookCfg)
-	}
-	// The cache holds only Deployments labelled vane.io/canary (opted-in
-	// ones and the canaries vane creates), so memory does not grow with
-	// the cluster's other Deployments.
-	labelled, err := labels.Parse(api.LabelCanary)
+	mgr, err := newManager(cfg, scheme, o, rotator)
 	if err != nil {
 		return err
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
-		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
-		HealthProbeBindAddress:  *probeAddr,
-		PprofBindAddress:        *pprofAddr,
-		LeaderElection:          *leaderElect,
-		LeaderElectionID:        "vane.io",
-		LeaderElectionNamespace: *leaderNS,
-		// A leader that stops cleanly hands over at once.
-		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 leaseDuration,
-		RenewDeadline:                 renewDeadline,
-		RetryPeriod:                   retryPeriod,
-		WebhookServer:                 webhook.NewServer(webhookOpts),
-	})
-	if err != nil {
-		return fmt.Errorf("new manager: %w", err)
 	}
 	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
-	if err := (&canary.Reconciler{Client: client.WithFieldOwner(mgr.GetClient(), "vane"), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("vane"), Workers: *workers}).SetupWithManager(ctx, mgr); err != nil {
+	reconciler := &canary.Reconciler{
+		Client:   client.WithFieldOwner(mgr.GetClient(), "vane"),
+		Reader:   mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("vane"),
+	}
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+	if err := errors.Join(
+		mgr.AddHealthzCheck("ping", healthz.Ping),
+		mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()),
+	); err != nil {
 		return err
 	}
 	if rotator != nil {
@@ -144,6 +118,74 @@ func run() error {
 			return err
 		}
 	}
-	log.Info("Starting", "webhookPort", *webhookPort)
+	ctrl.Log.WithName("setup").Info("Starting", "webhookPort", o.webhookPort, "leaderElection", o.leaderElect)
 	return mgr.Start(ctx)
+}
+
+// certificates sets up the generated webhook certificate (with
+// --self-signed-hosts): one pass now, so the webhook serves from its first
+// request, then the manager runs the Rotator. nil when certificates are
+// provided in --cert-dir.
+func certificates(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o *options) (*certs.Rotator, error) {
+	if o.selfSigned == "" {
+		return nil, nil
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	r := &certs.Rotator{
+		Store:         &certs.DirStore{Dir: o.certDir},
+		Client:        direct,
+		Hosts:         strings.Split(o.selfSigned, ","),
+		Validity:      o.certValidity,
+		Interval:      o.certInterval,
+		WebhookConfig: o.webhookConfig,
+	}
+	if o.certSecret != "" {
+		ns, name, ok := strings.Cut(o.certSecret, "/")
+		if !ok {
+			return nil, fmt.Errorf("--cert-secret %q: want NAMESPACE/NAME", o.certSecret)
+		}
+		r.Store = &certs.SecretStore{Client: direct, Namespace: ns, Name: name}
+	}
+	if err := r.Ensure(ctx); err != nil {
+		return nil, fmt.Errorf("webhook certificate: %w", err)
+	}
+	ctrl.Log.WithName("setup").Info("Webhook certificate ready", "hosts", r.Hosts, "mutatingWebhookConfiguration", o.webhookConfig)
+	return r, nil
+}
+
+func newManager(cfg *rest.Config, scheme *runtime.Scheme, o *options, rotator *certs.Rotator) (ctrl.Manager, error) {
+	webhookOpts := webhook.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir}
+	if rotator != nil {
+		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rotator.GetCertificate }}
+	}
+	// The cache holds only Deployments labelled vane.io/canary (opted-in
+	// ones and the canaries vane creates), so memory does not grow with
+	// the cluster's other Deployments.
+	labelled, err := labels.Parse(api.LabelCanary)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "vane.io",
+		LeaderElectionNamespace: o.leaderNamespace,
+		// A leader that stops cleanly hands over at once.
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
+		WebhookServer:                 webhook.NewServer(webhookOpts),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new manager: %w", err)
+	}
+	return mgr, nil
 }

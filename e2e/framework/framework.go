@@ -264,7 +264,7 @@ func (c *Cluster) script(ctx context.Context, env []string, args ...string) (str
 	cmd.WaitDelay = time.Minute
 	err := cmd.Run()
 	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	return stdout.String(), err
 }

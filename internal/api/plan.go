@@ -18,10 +18,16 @@ import (
 // the steps of a release.
 type Plan struct {
 	// Istio names the mesh objects whose routes and subsets vane rewrites.
+	// It is zero when the strategy has no trafficRouting (see Routed).
 	Istio IstioRouting
 	// Steps run in order; after the last one the release is promoted.
 	Steps []Step
 }
+
+// Routed reports whether traffic is split by a mesh (trafficRouting is set).
+// Without it the Service selects the stable and canary pods alike, so the
+// split is the canary's share of the pods: weights become replica counts.
+func (p *Plan) Routed() bool { return p.Istio.VirtualService != "" }
 
 // IstioRouting names the VirtualService routes and the two pools of pods
 // (DestinationRule subsets, or Services) that carry the stable and canary
@@ -69,7 +75,8 @@ type Pause struct {
 
 // CanaryScale sizes the canary: exactly one field is set.
 type CanaryScale struct {
-	// Weight is a percentage of the Deployment's replicas.
+	// Weight is a percentage of the Deployment's replicas, rounded up. A
+	// batch written `replicas: "50%"` is parsed into Weight too.
 	Weight *int32
 	// Replicas is a number of pods.
 	Replicas *int32
@@ -149,9 +156,11 @@ type rawPause struct {
 }
 
 type rawCanaryScale struct {
-	Weight             *json.Number `json:"weight"`
-	Replicas           *json.Number `json:"replicas"`
-	MatchTrafficWeight bool         `json:"matchTrafficWeight"`
+	Weight *json.Number `json:"weight"`
+	// Replicas is a number of pods or a percentage string ("50%"), as
+	// KubeVela and Kruise write batches.
+	Replicas           *json.RawMessage `json:"replicas"`
+	MatchTrafficWeight bool             `json:"matchTrafficWeight"`
 }
 
 type rawSetHeaderRoute struct {
@@ -176,7 +185,7 @@ type rawStringMatch struct {
 func ParsePlan(annotations map[string]string) (*Plan, error) {
 	text, ok := annotations[AnnotationStrategy]
 	if !ok || strings.TrimSpace(text) == "" {
-		return nil, fieldErr("", "is missing; set it to the Argo Rollouts canary strategy as YAML (trafficRouting.istio and steps)")
+		return nil, fieldErr("", "is missing; set it to the Argo Rollouts canary strategy as YAML (steps, and trafficRouting.istio for a split by a mesh)")
 	}
 	raw, err := decodeStrict(text)
 	if err != nil {
@@ -209,27 +218,40 @@ func decodeStrict(text string) (*rawCanary, error) {
 		for _, e := range strict {
 			msgs = append(msgs, e.Error())
 		}
-		return nil, fieldErr("", "has %s; accepted fields are canaryService, stableService, trafficRouting.{istio{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}},managedRoutes[].name} and steps[].{setWeight,pause{duration},setCanaryScale{weight|replicas|matchTrafficWeight},setHeaderRoute{name,match[]{headerName,headerValue{exact|prefix|regex}}}}", strings.Join(msgs, "; "))
+		return nil, fieldErr("", "has %s; accepted fields are canaryService, stableService, trafficRouting.{istio{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}},managedRoutes[].name} and steps[].{setWeight,pause{duration},setCanaryScale{weight|replicas (a number or \"50%%\")|matchTrafficWeight},setHeaderRoute{name,match[]{headerName,headerValue{exact|prefix|regex}}}}", strings.Join(msgs, "; "))
 	}
 	return &raw, nil
 }
 
 func (r *rawCanary) validate() (*Plan, error) {
 	p := &Plan{}
-	if err := r.TrafficRouting.validate(&p.Istio); err != nil {
-		return nil, err
-	}
-	if err := r.validateServices(&p.Istio); err != nil {
+	if err := r.validateRouting(&p.Istio); err != nil {
 		return nil, err
 	}
 	for i, s := range r.Steps {
-		step, err := s.validate(fmt.Sprintf("steps[%d]", i), p.Istio.ManagedRoutes)
+		step, err := s.validate(fmt.Sprintf("steps[%d]", i), p.Istio.ManagedRoutes, p.Routed())
 		if err != nil {
 			return nil, err
 		}
 		p.Steps = append(p.Steps, step)
 	}
 	return p, nil
+}
+
+// validateRouting checks trafficRouting and the Services. Without
+// trafficRouting the release splits by pod counts (Argo's basic canary);
+// Services then have nothing to pin, as no mesh tells them apart.
+func (r *rawCanary) validateRouting(out *IstioRouting) error {
+	if r.TrafficRouting != nil {
+		if err := r.TrafficRouting.validate(out); err != nil {
+			return err
+		}
+		return r.validateServices(out)
+	}
+	if r.CanaryService != "" || r.StableService != "" {
+		return fieldErr("canaryService", "and stableService are used only with trafficRouting.istio (a split by host); without trafficRouting the Deployment's own Service selects stable and canary pods alike, so leave them out")
+	}
+	return nil
 }
 
 // validateServices checks the host-level split: both Services or none, and
@@ -248,8 +270,8 @@ func (r *rawCanary) validateServices(out *IstioRouting) error {
 }
 
 func (t *rawTrafficRouting) validate(out *IstioRouting) error {
-	if t == nil || t.Istio == nil {
-		return fieldErr("trafficRouting.istio", "is required: name the virtualService and a destinationRule or canaryService/stableService (a release without a mesh is not supported yet)")
+	if t.Istio == nil {
+		return fieldErr("trafficRouting.istio", "is required when trafficRouting is given: name the virtualService and a destinationRule or canaryService/stableService (or leave trafficRouting out for a canary by replica count, without a mesh)")
 	}
 	vs, dr := t.Istio.VirtualService, t.Istio.DestinationRule
 	if vs == nil || vs.Name == "" {
@@ -299,7 +321,7 @@ func uniqueName(path, name string, seen map[string]bool) error {
 	return nil
 }
 
-func (s rawStep) validate(path string, managed []string) (Step, error) {
+func (s rawStep) validate(path string, managed []string, routed bool) (Step, error) {
 	set := 0
 	for _, present := range []bool{s.SetWeight != nil, s.Pause != nil, s.SetCanaryScale != nil, s.SetHeaderRoute != nil} {
 		if present {
@@ -320,6 +342,8 @@ func (s rawStep) validate(path string, managed []string) (Step, error) {
 	case s.SetCanaryScale != nil:
 		cs, err := s.SetCanaryScale.validate(path + ".setCanaryScale")
 		return Step{SetCanaryScale: cs}, err
+	case !routed:
+		return Step{}, fieldErr(path+".setHeaderRoute", "needs trafficRouting.istio with managedRoutes: without a mesh nothing can route requests by header")
 	default:
 		hr, err := s.SetHeaderRoute.validate(path+".setHeaderRoute", managed)
 		return Step{SetHeaderRoute: hr}, err
@@ -343,22 +367,58 @@ func (c *rawCanaryScale) validate(path string) (*CanaryScale, error) {
 		}
 	}
 	if set != 1 {
-		return nil, fieldErr(path, "must set exactly one of weight: <0-100> (percent of the Deployment's replicas), replicas: <n> or matchTrafficWeight: true")
+		return nil, fieldErr(path, "must set exactly one of weight: <0-100> (percent of the Deployment's replicas), replicas: <n> or \"<1-100>%%\", or matchTrafficWeight: true")
 	}
 	switch {
 	case c.Weight != nil:
 		w, err := percent(path+".weight", c.Weight)
 		return &CanaryScale{Weight: w}, err
 	case c.Replicas != nil:
-		n, err := strconv.ParseInt(c.Replicas.String(), 10, 32)
-		if err != nil || n < 0 {
-			return nil, fieldErr(path+".replicas", "%s is not allowed: must be a whole number of pods, 0 or more", c.Replicas.String())
-		}
-		n32 := int32(n)
-		return &CanaryScale{Replicas: &n32}, nil
+		return batch(path+".replicas", *c.Replicas)
 	default:
 		return &CanaryScale{MatchTrafficWeight: true}, nil
 	}
+}
+
+// batch reads setCanaryScale.replicas: a whole number of pods, or a
+// percentage of the Deployment's replicas as KubeVela and Kruise write
+// batches ("50%"). A batch of 0% releases nothing and above 100% has more
+// pods than the Deployment: both are mistakes worth a denial. A count of 0
+// stays allowed: Argo uses it to scale the canary down on purpose.
+func batch(path string, raw json.RawMessage) (*CanaryScale, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		digits, ok := strings.CutSuffix(strings.TrimSpace(s), "%")
+		p, err := strconv.ParseInt(strings.TrimSpace(digits), 10, 32)
+		if !ok || err != nil || p < 1 || p > 100 {
+			return nil, fieldErr(path, "%q is not allowed: a batch is a number of pods (replicas: 1) or a percentage of the Deployment's replicas from 1%% to 100%% (replicas: \"50%%\")", s)
+		}
+		p32 := int32(p)
+		return &CanaryScale{Weight: &p32}, nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 32)
+	if err != nil || n < 0 {
+		return nil, fieldErr(path, "%s is not allowed: must be a whole number of pods, 0 or more, or a percentage such as \"50%%\"", raw)
+	}
+	n32 := int32(n)
+	return &CanaryScale{Replicas: &n32}, nil
+}
+
+// ValidateReplicas checks the plan against the size of the Deployment it
+// runs on: a setCanaryScale batch never asks for more canary pods than the
+// Deployment has. Percentages are bounded at parse time. A Deployment
+// scaled to zero runs no canary (its edits roll out natively), so it has no
+// bound to check.
+func (p *Plan) ValidateReplicas(replicas int32) error {
+	if replicas == 0 {
+		return nil
+	}
+	for i, s := range p.Steps {
+		if c := s.SetCanaryScale; c != nil && c.Replicas != nil && *c.Replicas > replicas {
+			return fieldErr(fmt.Sprintf("steps[%d].setCanaryScale.replicas", i), "%d is more than the Deployment's spec.replicas (%d): a batch is a part of the Deployment's pods, added beside them; use at most %d, or a percentage such as \"50%%\"", *c.Replicas, replicas, replicas)
+		}
+	}
+	return nil
 }
 
 func (h *rawSetHeaderRoute) validate(path string, managed []string) (*HeaderRoute, error) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,20 @@ const seedHeaderStrategy = `canary:
         - headerName: lane
           headerValue:
             exact: test-v2
+    - pause: {}
+`
+
+// seed004Strategy is seed 004's canary of bookinfo reviews (KubeVela's
+// rollout trait and canary-traffic trait) in Argo's vocabulary: a batch of
+// one pod with 10% of the traffic, then a person verifies and promotes.
+const seed004Strategy = `canary:
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      destinationRule: {name: reviews, stableSubsetName: stable, canarySubsetName: canary}
+  steps:
+    - setCanaryScale: {replicas: 1}
+    - setWeight: 10
     - pause: {}
 `
 
@@ -172,7 +187,65 @@ steps:
 				{SetHeaderRoute: &HeaderRoute{Name: "lane"}},
 			}},
 		},
-		"no traffic routing": {strategy: "steps: []", wantErr: "trafficRouting.istio is required"},
+		"no traffic routing: a canary by replica count": {
+			strategy: "steps: [{setWeight: 25}, {pause: {}}, {setCanaryScale: {replicas: 2}}]",
+			want:     &Plan{Steps: []Step{{SetWeight: ptr[int32](25)}, {Pause: &Pause{}}, {SetCanaryScale: &CanaryScale{Replicas: ptr[int32](2)}}}},
+		},
+		"trafficRouting without istio": {strategy: "trafficRouting: {}\nsteps: []", wantErr: "trafficRouting.istio is required when trafficRouting is given"},
+		"services without traffic routing": {
+			strategy: "canaryService: c\nstableService: s\nsteps: []",
+			wantErr:  "canaryService and stableService are used only with trafficRouting.istio",
+		},
+		"header route without traffic routing": {
+			strategy: "steps: [{setHeaderRoute: {name: lane, match: [{headerName: a, headerValue: {exact: b}}]}}]",
+			wantErr:  "steps[0].setHeaderRoute needs trafficRouting.istio with managedRoutes",
+		},
+		"seed 004 batch: one pod, 10% of traffic, a manual gate": {
+			strategy: seed004Strategy,
+			want: &Plan{
+				Istio: IstioRouting{VirtualService: "reviews", Routes: []string{"primary"}, DestinationRule: "reviews", StableSubset: "stable", CanarySubset: "canary"},
+				Steps: []Step{{SetCanaryScale: &CanaryScale{Replicas: ptr[int32](1)}}, {SetWeight: ptr[int32](10)}, {Pause: &Pause{}}},
+			},
+		},
+		"batches as KubeVela and Kruise write them": {
+			strategy: withSteps(`- setCanaryScale: {replicas: 1}
+- pause: {}
+- setCanaryScale: {replicas: "50%"}
+- pause: {duration: 1m}
+- setCanaryScale: {replicas: " 100 % "}
+- setCanaryScale: {replicas: 0}
+`),
+			want: &Plan{Istio: routing, Steps: []Step{
+				{SetCanaryScale: &CanaryScale{Replicas: ptr[int32](1)}}, {Pause: &Pause{}},
+				{SetCanaryScale: &CanaryScale{Weight: ptr[int32](50)}}, {Pause: &Pause{Duration: ptr(time.Minute)}},
+				{SetCanaryScale: &CanaryScale{Weight: ptr[int32](100)}},
+				{SetCanaryScale: &CanaryScale{Replicas: ptr[int32](0)}},
+			}},
+		},
+		"batch of 0%": {
+			strategy: withSteps("- setCanaryScale: {replicas: \"0%\"}\n"),
+			wantErr:  `steps[0].setCanaryScale.replicas "0%" is not allowed: a batch is a number of pods (replicas: 1) or a percentage of the Deployment's replicas from 1% to 100% (replicas: "50%")`,
+		},
+		"batch above 100%": {
+			strategy: "steps: [{setCanaryScale: {replicas: \"150%\"}}]",
+			wantErr:  `steps[0].setCanaryScale.replicas "150%" is not allowed: a batch is a number of pods`,
+		},
+		"batch percent not a number": {
+			strategy: "steps: [{setCanaryScale: {replicas: \"half%\"}}]",
+			wantErr:  `steps[0].setCanaryScale.replicas "half%" is not allowed`,
+		},
+		"batch as a string without percent": {
+			strategy: "steps: [{setCanaryScale: {replicas: \"2\"}}]",
+			wantErr:  `steps[0].setCanaryScale.replicas "2" is not allowed`,
+		},
+		"batch of a fraction of a pod": {
+			strategy: "steps: [{setCanaryScale: {replicas: 1.5}}]",
+			wantErr:  `steps[0].setCanaryScale.replicas 1.5 is not allowed: must be a whole number of pods, 0 or more, or a percentage such as "50%"`,
+		},
+		"batch of a list": {
+			strategy: "steps: [{setCanaryScale: {replicas: [1]}}]",
+			wantErr:  `steps[0].setCanaryScale.replicas [1] is not allowed`,
+		},
 		"no vs name": {
 			strategy: "trafficRouting: {istio: {virtualService: {routes: [r]}, destinationRule: {name: d, stableSubsetName: s, canarySubsetName: c}}}",
 			wantErr:  "trafficRouting.istio.virtualService.name is required",
@@ -219,6 +292,47 @@ steps:
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("plan (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidateReplicas(t *testing.T) {
+	plan := func(steps ...Step) *Plan { return &Plan{Steps: steps} }
+	scale := func(n int32) Step { return Step{SetCanaryScale: &CanaryScale{Replicas: &n}} }
+	percent := func(p int32) Step { return Step{SetCanaryScale: &CanaryScale{Weight: &p}} }
+	cases := map[string]struct {
+		plan     *Plan
+		replicas int32
+		wantErr  string
+	}{
+		"a batch of one of two":            {plan: plan(scale(1), Step{Pause: &Pause{}}), replicas: 2},
+		"a batch of all the replicas":      {plan: plan(scale(4)), replicas: 4},
+		"a batch of zero":                  {plan: plan(scale(0)), replicas: 1},
+		"percentages are not bounded here": {plan: plan(percent(100)), replicas: 1},
+		"weights are not batches":          {plan: plan(Step{SetWeight: ptr[int32](100)}), replicas: 1},
+		"more pods than the Deployment has": {
+			plan: plan(scale(1), scale(5)), replicas: 4,
+			wantErr: `annotation vane.io/strategy: steps[1].setCanaryScale.replicas 5 is more than the Deployment's spec.replicas (4): a batch is a part of the Deployment's pods, added beside them; use at most 4, or a percentage such as "50%"`,
+		},
+		"a Deployment scaled to zero runs no canary": {plan: plan(scale(3)), replicas: 0},
+		"the first batch too large is named": {
+			plan: plan(scale(3), scale(2)), replicas: 1,
+			wantErr: "steps[0].setCanaryScale.replicas 3 is more than the Deployment's spec.replicas (1)",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := tc.plan.ValidateReplicas(tc.replicas)
+			got := ""
+			if err != nil {
+				got = err.Error()
+				if !errors.Is(err, ErrInvalidStrategy) {
+					t.Errorf("error %v does not wrap ErrInvalidStrategy", err)
+				}
+			}
+			if diff := cmp.Diff(tc.wantErr, got); tc.wantErr == "" && diff != "" || tc.wantErr != "" && !strings.Contains(got, tc.wantErr) {
+				t.Errorf("error (-want,+got):\n%s", diff)
 			}
 		})
 	}

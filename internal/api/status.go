@@ -11,23 +11,24 @@ import (
 type Phase string
 
 const (
-	// PhaseProgressing: walking the steps (setting weights, timed pauses).
+	// PhaseProgressing is a release walking its steps (weights, timed pauses).
 	PhaseProgressing Phase = "Progressing"
-	// PhasePaused: at a `pause: {}` step, waiting for a person.
+	// PhasePaused is a release at a `pause: {}` step, waiting for a person.
 	PhasePaused Phase = "Paused"
-	// PhasePromoting: steps done; moving the original to the new version.
+	// PhasePromoting is a release past its steps, moving the original to the
+	// new version.
 	PhasePromoting Phase = "Promoting"
-	// PhaseRollingBack: the version was edited back to stable mid-release;
+	// PhaseRollingBack means the version was edited back to stable mid-release;
 	// traffic returns to stable and the canary is removed.
 	PhaseRollingBack Phase = "RollingBack"
-	// PhaseDegraded: the release cannot proceed (a referenced object or
+	// PhaseDegraded means the release cannot proceed (a referenced object or
 	// route is missing, or the strategy is invalid); it waits and retries.
 	PhaseDegraded Phase = "Degraded"
-	// PhaseAborted: a person aborted the release; all traffic on stable, the
-	// canary scaled to zero, the Deployment still held on the new template
-	// until it is retried or its version is edited.
+	// PhaseAborted means a person aborted the release; all traffic on stable, both
+	// pools on the stable version, the canary removed, the Deployment still
+	// held on the new template until it is retried or its version is edited.
 	PhaseAborted Phase = "Aborted"
-	// PhaseHealthy: no release in progress; all traffic on stable.
+	// PhaseHealthy means no release in progress; all traffic on stable.
 	PhaseHealthy Phase = "Healthy"
 )
 
@@ -39,8 +40,8 @@ const (
 	ActionPromote Action = "promote"
 	// ActionPromoteFull skips the remaining steps and promotes.
 	ActionPromoteFull Action = "promote-full"
-	// ActionAbort sends all traffic to stable at once and scales the canary
-	// to zero.
+	// ActionAbort sends all traffic to stable at once, then points the canary
+	// pool at the stable version and removes the canary.
 	ActionAbort Action = "abort"
 	// ActionRetry restarts an aborted release from its first step.
 	ActionRetry Action = "retry"

@@ -27,7 +27,8 @@ type Observation struct {
 	Rolled bool
 	// Canary is the canary Deployment, nil when there is none.
 	Canary *CanaryObservation
-	// Split is the traffic split the mesh expresses now.
+	// Split is the traffic split the mesh expresses now; zero for a release
+	// without trafficRouting, where the split is the canary's size.
 	Split routes.Split
 	// Action is what a person asked for, "" when nothing.
 	Action api.Action
@@ -85,6 +86,7 @@ const (
 	ReasonRolledBack       = "RolloutRolledBack"
 	ReasonDegraded         = "RolloutDegraded"
 	ReasonCaughtUp         = "ReleaseCaughtUp"
+	ReasonOptedOut         = "RolloutOptedOut"
 )
 
 // Next decides the next move of a release. It is a pure function of the
@@ -98,20 +100,29 @@ func Next(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.St
 	}
 	switch st.Phase {
 	case api.PhaseRollingBack:
-		return rollBack(st, obs)
+		return rollBack(st, plan.Routed(), obs)
 	case api.PhaseAborted:
-		return aborted(st, obs)
+		return aborted(st, plan.Routed(), obs)
 	case api.PhaseDegraded:
 		st.Phase = api.PhaseProgressing
 	}
-	if st.CurrentStepIndex < st.StepCount || obs.Split.StableVersion != st.CanaryVersion {
+	// Without a mesh the pools are the two Deployments: they always select
+	// their own versions, there is nothing to point.
+	// During promotion the pools move on their own schedule (promote).
+	if plan.Routed() && (st.CurrentStepIndex < st.StepCount || (obs.Split.StableVersion != st.CanaryVersion && obs.Split.CanaryWeight < 100)) {
 		if next, act, wait := prepareSubsets(st, obs); wait {
 			return next, act
 		}
 	}
 	if st.CurrentStepIndex < st.StepCount {
 		st.Phase = api.PhaseProgressing
+		if !plan.Routed() {
+			return runStepByReplicas(st, plan, obs, now)
+		}
 		return runStep(st, plan, obs, now)
+	}
+	if !plan.Routed() {
+		return promoteByReplicas(st, obs, now)
 	}
 	return promote(st, obs, now)
 }
@@ -132,9 +143,9 @@ func onAction(st api.Status, plan *api.Plan, obs Observation, now time.Time) (ap
 			return ignore(fmt.Sprintf("the release is %s; to go back, edit the version to %s", st.Phase, st.StableVersion))
 		}
 		st.Phase = api.PhaseAborted
-		next, act := aborted(st, obs)
+		next, act := aborted(st, plan.Routed(), obs)
 		act.ClearAction = true
-		act.Events = append(act.Events, Event{ReasonAborted, fmt.Sprintf("aborted at step %d/%d: all traffic to stable %s, canary %s scaled to zero", st.CurrentStepIndex, st.StepCount, st.StableVersion, st.CanaryVersion)})
+		act.Events = append(act.Events, Event{ReasonAborted, fmt.Sprintf("aborted at step %d/%d: all traffic to stable %s, canary %s removed", st.CurrentStepIndex, st.StepCount, st.StableVersion, st.CanaryVersion)})
 		return next, act
 	case api.ActionRetry:
 		if st.Phase != api.PhaseAborted {
@@ -165,18 +176,29 @@ func onAction(st api.Status, plan *api.Plan, obs Observation, now time.Time) (ap
 }
 
 // aborted keeps an aborted release where a person put it: all traffic and
-// header routes on stable first, then the canary scaled to zero.
-func aborted(st api.Status, obs Observation) (api.Status, Action) {
+// header routes on stable first, then the canary pool back on the stable
+// version, then the canary removed. This is seed 004's rollback: the
+// subsets select only the old version, every request goes to it, no canary
+// remains; the Deployment stays held on the new template until a retry
+// (which starts the canary again) or an edit of the version.
+func aborted(st api.Status, routed bool, obs Observation) (api.Status, Action) {
 	st.Phase, st.CanaryWeight = api.PhaseAborted, 0
-	st.Message = fmt.Sprintf("aborted: all traffic on stable %s, canary scaled to zero; set %s=retry to start again, or edit the version", st.StableVersion, api.AnnotationAction)
-	want := obs.Split
-	want.CanaryWeight, want.HeaderRoutes = 0, nil
-	if !obs.Split.Equal(want) {
-		return st, Action{Split: &want}
+	st.Message = fmt.Sprintf("aborted: all traffic on stable %s, canary removed; set %s=retry to start again, or edit the version", st.StableVersion, api.AnnotationAction)
+	if routed {
+		want := obs.Split
+		want.CanaryWeight, want.HeaderRoutes = 0, nil
+		if !obs.Split.Equal(want) {
+			return st, Action{Split: &want}
+		}
+		// Guard: the canary pool is relabeled only once it carries no
+		// traffic, which the move above made sure of.
+		if want.CanaryVersion != st.StableVersion {
+			want.CanaryVersion = st.StableVersion
+			return st, Action{Split: &want}
+		}
 	}
-	if obs.Canary != nil && obs.Canary.Replicas > 0 {
-		zero := int32(0)
-		return st, Action{CanaryReplicas: &zero}
+	if obs.Canary != nil {
+		return st, Action{DeleteCanary: true}
 	}
 	return st, Action{}
 }
@@ -354,6 +376,16 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 			}
 			return shift(st, cur, 100, Action{})
 		}
+		// Guard: the native rollout is about to replace the stable version's
+		// pods. The stable pool is widened to every version first, so whatever
+		// still reaches it (routes vane does not weigh, the stable Service
+		// itself) always finds ready pods of one version or the other.
+		if obs.Paused && cur.StableVersion != "" {
+			st.Message = "stable pool widened to every version for the native rollout"
+			widened := cur
+			widened.StableVersion = ""
+			return st, Action{Split: &widened}
+		}
 		if obs.Paused {
 			st.Message = fmt.Sprintf("rolling out %s natively", st.CanaryVersion)
 			return st, Action{Unpause: true, Events: []Event{{ReasonPromoting, st.Message}}}
@@ -379,13 +411,13 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 		cur.HeaderRoutes = nil
 		return shift(st, cur, 0, Action{})
 	}
-	return finish(st, st.CanaryVersion, obs, now, Event{ReasonRolloutCompleted, fmt.Sprintf("release of %s complete: all traffic on stable", st.CanaryVersion)})
+	return finish(st, st.CanaryVersion, true, obs, now, Event{ReasonRolloutCompleted, fmt.Sprintf("release of %s complete: all traffic on stable", st.CanaryVersion)})
 }
 
 // rollBack ends a release whose version was edited back to stable: traffic
 // to stable first, then the canary goes and the original resumes on its
 // (stable) template.
-func rollBack(st api.Status, obs Observation) (api.Status, Action) {
+func rollBack(st api.Status, routed bool, obs Observation) (api.Status, Action) {
 	cur := obs.Split
 	if cur.CanaryWeight > 0 || len(cur.HeaderRoutes) > 0 {
 		cur.HeaderRoutes = nil
@@ -393,14 +425,15 @@ func rollBack(st api.Status, obs Observation) (api.Status, Action) {
 		st.Message = "rolling back: all traffic to stable " + st.StableVersion
 		return st, act
 	}
-	return finish(st, st.StableVersion, obs, time.Time{}, Event{ReasonRolledBack, fmt.Sprintf("rolled back to %s: all traffic on stable", st.StableVersion)})
+	return finish(st, st.StableVersion, routed, obs, time.Time{}, Event{ReasonRolledBack, fmt.Sprintf("rolled back to %s: all traffic on stable", st.StableVersion)})
 }
 
 // finish removes the canary and leaves both pools on the stable version.
-// It is reached only with no traffic on the canary.
-func finish(st api.Status, stable string, obs Observation, now time.Time, done Event) (api.Status, Action) {
+// It is reached only with no traffic on the canary (without a mesh, routed
+// is false: removing the canary is what takes its traffic away).
+func finish(st api.Status, stable string, routed bool, obs Observation, now time.Time, done Event) (api.Status, Action) {
 	act := Action{Done: true, Events: []Event{done}, DeleteCanary: obs.Canary != nil, Unpause: obs.Paused}
-	if want := (routes.Split{StableVersion: stable, CanaryVersion: stable}); !obs.Split.Equal(want) {
+	if want := (routes.Split{StableVersion: stable, CanaryVersion: stable}); routed && !obs.Split.Equal(want) {
 		// Safe: the canary pool carries no traffic.
 		act.Split = &want
 	}
@@ -467,12 +500,8 @@ func CanaryScaleAt(plan *api.Plan, i int32) *api.CanaryScale {
 // or a header route) always has at least one pod.
 func desiredReplicas(scale *api.CanaryScale, weight int32, headers []api.HeaderRoute, replicas int32) int32 {
 	n := CanaryReplicas(weight, replicas)
-	switch {
-	case scale == nil:
-	case scale.Replicas != nil:
-		n = *scale.Replicas
-	case scale.Weight != nil:
-		n = (*scale.Weight*replicas + 99) / 100
+	if scale != nil {
+		n = scaledReplicas(scale, replicas)
 	}
 	if n == 0 && (weight > 0 || len(headers) > 0) {
 		n = 1

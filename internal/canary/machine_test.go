@@ -22,8 +22,11 @@ func pauseFor(d time.Duration) api.Step {
 }
 func pauseForever() api.Step { return api.Step{Pause: &api.Pause{}} }
 
+// istio is the seed's routing: a release split by a mesh.
+var istio = api.IstioRouting{VirtualService: "provider", Routes: []string{"test-v1"}, DestinationRule: "dubbo-provider", StableSubset: "stable", CanarySubset: "canary"}
+
 // seedPlan is the seed's weight strategy with pauses shortened.
-var seedPlan = &api.Plan{Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
+var seedPlan = &api.Plan{Istio: istio, Steps: []api.Step{weight(5), pauseFor(10 * time.Second), weight(50), pauseFor(10 * time.Second)}}
 
 func TestNext(t *testing.T) {
 	at := func(d time.Duration) *metav1.MicroTime { return &metav1.MicroTime{Time: t0.Add(d)} }
@@ -78,7 +81,7 @@ func TestNext(t *testing.T) {
 			}},
 		},
 		"a lower weight is written before the canary shrinks": {
-			st: step(0, 50, 0), plan: &api.Plan{Steps: []api.Step{weight(10)}},
+			st: step(0, 50, 0), plan: &api.Plan{Istio: istio, Steps: []api.Step{weight(10)}},
 			obs:       Observation{Replicas: 10, StableAvailable: 10, Paused: true, Canary: ready(5), Split: split("v1", "v2", 50)},
 			wantPhase: api.PhaseProgressing,
 			wantAct:   Action{Split: ptr(split("v1", "v2", 10))},
@@ -94,7 +97,7 @@ func TestNext(t *testing.T) {
 			wantAct: Action{Events: []Event{{ReasonStepAdvanced, "step 2/4 done: pause 10s"}}},
 		},
 		"indefinite pause waits for a person": {
-			st: step(1, 5, 0), plan: &api.Plan{Steps: []api.Step{weight(5), pauseForever()}},
+			st: step(1, 5, 0), plan: &api.Plan{Istio: istio, Steps: []api.Step{weight(5), pauseForever()}},
 			obs:       Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(1), Split: split("v1", "v2", 5)},
 			now:       time.Hour,
 			wantPhase: api.PhasePaused, wantStep: 1,
@@ -115,10 +118,19 @@ func TestNext(t *testing.T) {
 			wantPhase: api.PhasePromoting, wantStep: 4,
 			wantAct: Action{Split: ptr(split("v1", "v2", 100))},
 		},
-		"promotion unpauses the original": {
+		"promotion widens the stable pool before the native rollout": {
 			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("v1", "v2", 100)},
 			wantPhase: api.PhasePromoting, wantStep: 4,
+			wantAct: Action{Split: ptr(split("", "v2", 100))},
+		},
+		"promotion unpauses the original once stable is widened": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 4, Paused: true, Canary: ready(4), Split: split("", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
 			wantAct: Action{Unpause: true, Events: []Event{{ReasonPromoting, "rolling out v2 natively"}}},
+		},
+		"a widened stable pool is not narrowed back during promotion": {
+			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 2, Canary: ready(4), Split: split("", "v2", 100)},
+			wantPhase: api.PhasePromoting, wantStep: 4,
 		},
 		"promotion waits for the native rollout": {
 			st: step(4, 100, 0), obs: Observation{Replicas: 4, StableAvailable: 2, Canary: ready(4), Split: split("v1", "v2", 100)},
@@ -250,28 +262,9 @@ func (w *world) apply(t *testing.T, act Action) {
 // world: weights in order, pauses honoured, never traffic to an empty subset.
 func TestNextWalksTheSeedRelease(t *testing.T) {
 	w := &world{replicas: 3, paused: true, origVersion: "v1", split: routes.Split{}}
-	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, StepStartedAt: &metav1.MicroTime{Time: t0}}
-	now := t0
-	var weights []int32
-	var events []string
-	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
-		next, act := Next(st, seedPlan, w.observe(), now)
-		w.apply(t, act)
-		if act.Split != nil && (len(weights) == 0 || weights[len(weights)-1] != act.Split.CanaryWeight) {
-			weights = append(weights, act.Split.CanaryWeight)
-		}
-		for _, e := range act.Events {
-			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
-		}
-		st = next
-		now = now.Add(time.Second + act.RequeueAfter)
-		w.tick()
-	}
-	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
-		t.Fatalf("release did not end healthy on v2: %+v", st)
-	}
-	if w.canary != nil || w.paused || !w.split.Equal(routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
-		t.Errorf("final world: canary %v, paused %v, split %+v", w.canary, w.paused, w.split)
+	_, weights, events := walk(t, w, seedPlan, "")
+	if !w.split.Equal(routes.Split{StableVersion: "v2", CanaryVersion: "v2"}) {
+		t.Errorf("final split %+v, want all on v2", w.split)
 	}
 	if diff := cmp.Diff([]int32{0, 5, 50, 100, 0}, weights); diff != "" {
 		t.Errorf("weights written (-want,+got):\n%s", diff)
@@ -292,7 +285,7 @@ func TestNextWalksTheSeedRelease(t *testing.T) {
 var lane = api.HeaderRoute{Name: "test-v2", Match: []api.HeaderMatch{{Name: "lane", Exact: "test-v2"}}}
 
 // headerPlan is the seed's header strategy.
-var headerPlan = &api.Plan{Steps: []api.Step{
+var headerPlan = &api.Plan{Istio: istio, Steps: []api.Step{
 	{SetCanaryScale: &api.CanaryScale{Weight: ptr[int32](100)}},
 	{SetHeaderRoute: &lane},
 	pauseForever(),
@@ -338,13 +331,13 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 		},
 		"setHeaderRoute without match removes it at once": {
 			st:   status(api.PhaseProgressing, 1, 0),
-			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, {SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}}, weight(10)}},
+			plan: &api.Plan{Istio: istio, Steps: []api.Step{{SetHeaderRoute: &lane}, {SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}}, weight(10)}},
 			obs:  obs(nil, split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
 			wantAct: Action{Split: ptr(split(0)), Events: []Event{{ReasonStepAdvanced, "step 2/3 done: setHeaderRoute test-v2 (removed)"}}},
 		},
 		"setWeight keeps the header routes of earlier steps": {
 			st:   status(api.PhaseProgressing, 1, 0),
-			plan: &api.Plan{Steps: []api.Step{{SetHeaderRoute: &lane}, weight(50)}},
+			plan: &api.Plan{Istio: istio, Steps: []api.Step{{SetHeaderRoute: &lane}, weight(50)}},
 			obs:  obs(ready(2), split(0, lane), ""), wantPhase: api.PhaseProgressing, wantStep: 2,
 			wantAct: Action{Split: ptr(split(50, lane)), Events: []Event{{ReasonStepAdvanced, "step 2/2 done: setWeight 50"}}},
 		},
@@ -375,15 +368,23 @@ func TestNextHeadersScaleAndActions(t *testing.T) {
 		"abort sends all traffic and header routes to stable at once": {
 			st: status(api.PhasePaused, 2, 30), plan: headerPlan, obs: obs(ready(3), split(30, lane), api.ActionAbort),
 			wantPhase: api.PhaseAborted, wantStep: 2,
-			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 scaled to zero"}}},
+			wantAct: Action{Split: ptr(split(0)), ClearAction: true, Events: []Event{{ReasonAborted, "aborted at step 2/3: all traffic to stable v1, canary v2 removed"}}},
 		},
-		"aborted: the canary goes to zero once traffic is off": {
+		"aborted: the canary pool returns to stable once it carries no traffic": {
 			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), split(0), ""),
-			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{CanaryReplicas: ptr[int32](0)},
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{Split: &routes.Split{StableVersion: "v1", CanaryVersion: "v1"}},
+		},
+		"aborted: the canary goes once both pools select stable": {
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(ready(3), routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseAborted, wantStep: 2, wantAct: Action{DeleteCanary: true},
 		},
 		"aborted stays put": {
-			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(&CanaryObservation{Replicas: 0, Ready: true}, split(0), ""),
+			st: status(api.PhaseAborted, 2, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
 			wantPhase: api.PhaseAborted, wantStep: 2,
+		},
+		"retry after an abort points the canary pool at the new version again": {
+			st: status(api.PhaseProgressing, 0, 0), plan: headerPlan, obs: obs(nil, routes.Split{StableVersion: "v1", CanaryVersion: "v1"}, ""),
+			wantPhase: api.PhaseProgressing, wantAct: Action{Split: ptr(split(0))},
 		},
 		"abort after the original rolled out is refused": {
 			st:        status(api.PhasePromoting, 3, 100),
@@ -433,7 +434,7 @@ func TestHeaderRoutesAndScaleAt(t *testing.T) {
 	other := api.HeaderRoute{Name: "b", Match: []api.HeaderMatch{{Name: "x", Exact: "1"}}}
 	changed := lane
 	changed.Match = []api.HeaderMatch{{Name: "lane", Prefix: "test"}}
-	plan := &api.Plan{Steps: []api.Step{
+	plan := &api.Plan{Istio: istio, Steps: []api.Step{
 		{SetHeaderRoute: &lane}, {SetHeaderRoute: &other}, {SetHeaderRoute: &changed},
 		{SetCanaryScale: &api.CanaryScale{Replicas: ptr[int32](2)}},
 		{SetHeaderRoute: &api.HeaderRoute{Name: "test-v2"}},
@@ -455,4 +456,45 @@ func TestHeaderRoutesAndScaleAt(t *testing.T) {
 	if got := desiredReplicas(&api.CanaryScale{Replicas: ptr[int32](0)}, 0, nil, 4); got != 0 {
 		t.Errorf("a canary with no traffic and replicas: 0 got %d replicas", got)
 	}
+}
+
+// walk drives a release through the simulated world until it is Healthy;
+// person answers a manual gate. It returns the canary sizes and weights
+// seen, one entry per change, the route weights written, and the events.
+func walk(t *testing.T, w *world, plan *api.Plan, person api.Action) (sizes []string, weights []int32, events []string) {
+	t.Helper()
+	st := api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: int32(len(plan.Steps)), StepStartedAt: &metav1.MicroTime{Time: t0}}
+	now := t0
+	for i := 0; i < 100 && st.Phase != api.PhaseHealthy; i++ {
+		obs := w.observe()
+		if st.Phase == api.PhasePaused {
+			obs.Action = person
+		}
+		next, act := Next(st, plan, obs, now)
+		w.apply(t, act)
+		if act.Split != nil && (len(weights) == 0 || weights[len(weights)-1] != act.Split.CanaryWeight) {
+			weights = append(weights, act.Split.CanaryWeight)
+		}
+		canary := int32(0)
+		if w.canary != nil {
+			canary = w.canary.Replicas
+		}
+		size := fmt.Sprintf("canary %d, status weight %d, route weight %d", canary, next.CanaryWeight, w.split.CanaryWeight)
+		if len(sizes) == 0 || sizes[len(sizes)-1] != size {
+			sizes = append(sizes, size)
+		}
+		for _, e := range act.Events {
+			events = append(events, fmt.Sprintf("%s: %s", e.Reason, e.Message))
+		}
+		st = next
+		now = now.Add(time.Second + act.RequeueAfter)
+		w.tick()
+	}
+	if st.Phase != api.PhaseHealthy || st.StableVersion != "v2" {
+		t.Fatalf("release did not end healthy on v2: %+v", st)
+	}
+	if w.canary != nil || w.paused {
+		t.Errorf("final world: canary %v, paused %v", w.canary, w.paused)
+	}
+	return sizes, weights, events
 }

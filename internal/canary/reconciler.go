@@ -19,7 +19,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -43,10 +42,6 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Workers is how many releases are reconciled at once; a release is
-	// never reconciled by two at a time. 0 means controller-runtime's
-	// default, 1.
-	Workers int
 }
 
 // routingIndex indexes opted-in Deployments in the cache by the Istio
@@ -80,16 +75,21 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &appsv1.Deployment{}, routingIndex, routingKeys); err != nil {
 		return fmt.Errorf("index deployments by routing: %w", err)
 	}
+	// Opted-in Deployments, and those whose opt-in label changed to another
+	// value (their release must end). A removed label reaches us as a delete
+	// from the label-scoped cache.
 	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[api.LabelCanary] == api.LabelCanaryEnabled
+		v, ok := o.GetLabels()[api.LabelCanary]
+		return ok && v != api.LabelCanaryCanary
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(optedIn)).
 		Owns(&appsv1.Deployment{}).
-		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService"))).
-		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule"))).
+		// Istio objects only wake releases up (decisions read them uncached):
+		// their cache keeps metadata only.
+		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService")), builder.OnlyMetadata).
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule")), builder.OnlyMetadata).
 		Complete(r)
 }
 
@@ -139,32 +139,51 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
 	}
-	if !st.InProgress() {
-		if done, err := r.catchUp(ctx, d, st); done || err != nil {
-			return ctrl.Result{}, err
-		}
-		if st != nil {
-			metrics.ObserveRelease(d.Namespace, d.Name, *st)
-		}
-		if slices.Contains(d.Finalizers, api.Finalizer) {
-			return ctrl.Result{}, r.persist(ctx, d, *st, Action{Done: true})
-		}
+	optedIn := d.Labels[api.LabelCanary] == api.LabelCanaryEnabled
+	switch {
+	case !optedIn && st.InProgress():
+		return ctrl.Result{}, r.optOut(ctx, d, *st)
+	case !optedIn:
 		return ctrl.Result{}, nil
+	case !st.InProgress():
+		return ctrl.Result{}, r.idle(ctx, d, st)
 	}
+	return r.step(ctx, d, *st, action)
+}
+
+// idle looks after a Deployment with no release in progress: it catches an
+// unheld version change and drops a finalizer left from a release.
+func (r *Reconciler) idle(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
+	if done, err := r.catchUp(ctx, d, st); done || err != nil {
+		return err
+	}
+	if st == nil {
+		return nil
+	}
+	metrics.ObserveRelease(d.Namespace, d.Name, *st)
+	if slices.Contains(d.Finalizers, api.Finalizer) {
+		return r.persist(ctx, d, *st, Action{Done: true})
+	}
+	return nil
+}
+
+// step makes the next move of a release in progress: observe, decide
+// (Next), act, persist, tell.
+func (r *Reconciler) step(ctx context.Context, d *appsv1.Deployment, st api.Status, action api.Action) (ctrl.Result, error) {
 	plan, err := api.ParsePlan(d.Annotations)
 	if err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
-	router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
+	router := r.router(d, plan)
 	obs, err := r.observe(ctx, d, router)
 	if err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
 	obs.Action = action
-	next, act := Next(*st, plan, obs, r.now())
+	next, act := Next(st, plan, obs, r.now())
 	ctrl.LoggerFrom(ctx).V(1).Info("Decided", "phase", next.Phase, "step", next.CurrentStepIndex, "weight", next.CanaryWeight, "message", next.Message)
 	if err := r.act(ctx, d, router, act); err != nil {
-		return r.degraded(ctx, d, *st, err)
+		return r.degraded(ctx, d, st, err)
 	}
 	// A step starts once the previous step's move is made (its weight
 	// written), so a pause lasts its full duration as users see it.
@@ -210,8 +229,21 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 			Ready:    canaryMatches(c, desiredCanary(d, replicas)) && rolledOut(c),
 		}
 	}
+	if router == nil {
+		return obs, nil
+	}
 	obs.Split, err = router.Observe(ctx)
 	return obs, err
+}
+
+// router is the Router of a release, nil without trafficRouting: then the
+// split is the canary's size, which the step machine sets through
+// Action.CanaryReplicas, and there is no mesh object to read or write.
+func (r *Reconciler) router(d *appsv1.Deployment, plan *api.Plan) routes.Router {
+	if !plan.Routed() {
+		return nil
+	}
+	return routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
 }
 
 // act carries out a move: canary first, then traffic, then removal.
@@ -222,6 +254,9 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		}
 	}
 	if act.Split != nil {
+		if router == nil {
+			return fmt.Errorf("a traffic split was asked of a release without trafficRouting: %+v", *act.Split)
+		}
 		wrote, err := router.Ensure(ctx, *act.Split)
 		if err != nil {
 			return err
@@ -230,7 +265,7 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		// next does not undo the traffic change.
 		if wrote {
 			s := act.Split
-			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", s.CanaryVersion, s.CanaryWeight, s.StableVersion, 100-s.CanaryWeight)})
+			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", poolVersion(s.CanaryVersion), s.CanaryWeight, poolVersion(s.StableVersion), 100-s.CanaryWeight)})
 		}
 	}
 	if act.DeleteCanary {
@@ -395,18 +430,7 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 	if !slices.Contains(d.Finalizers, api.Finalizer) {
 		return nil
 	}
-	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() {
-		router := routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
-		split, err := router.Observe(ctx)
-		if err == nil && split.CanaryWeight > 0 {
-			split.CanaryWeight = 0
-			_, err = router.Ensure(ctx, split)
-		}
-		if err != nil && !errors.Is(err, routes.ErrMissing) {
-			return err
-		}
-	}
-	if err := r.deleteCanary(ctx, d); err != nil {
+	if err := r.drain(ctx, d, st); err != nil {
 		return err
 	}
 	orig := d.DeepCopy()
@@ -415,6 +439,41 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
+}
+
+// optOut ends a release whose Deployment no longer opts in (its label was
+// removed or changed): traffic and header routes back to stable, the canary
+// removed, and the native rollout resumes, as without vane.
+func (r *Reconciler) optOut(ctx context.Context, d *appsv1.Deployment, st api.Status) error {
+	if err := r.drain(ctx, d, &st); err != nil {
+		return err
+	}
+	// The template's version rolls out natively: it is the stable one now.
+	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
+	next := api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: fmt.Sprintf("opted out during the release of %s: canary removed, native rollout resumed", st.CanaryVersion)}
+	if err := r.persist(ctx, d, next, Action{Unpause: true, Done: true}); err != nil {
+		return err
+	}
+	r.record(d, Event{ReasonOptedOut, next.Message})
+	return nil
+}
+
+// drain sends a release's traffic back to stable (no canary weight, no
+// header routes) and removes the canary, for a release that ends outside
+// the step machine. Missing mesh objects are no obstacle.
+func (r *Reconciler) drain(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
+	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() && plan.Routed() {
+		router := r.router(d, plan)
+		split, err := router.Observe(ctx)
+		if err == nil && (split.CanaryWeight > 0 || len(split.HeaderRoutes) > 0) {
+			split.CanaryWeight, split.HeaderRoutes = 0, nil
+			_, err = router.Ensure(ctx, split)
+		}
+		if err != nil && !errors.Is(err, routes.ErrMissing) {
+			return err
+		}
+	}
+	return r.deleteCanary(ctx, d)
 }
 
 // catchUp keeps track of the stable version of Deployments with no release
@@ -515,4 +574,12 @@ func ptrOr(p *int32, def int32) int32 {
 		return def
 	}
 	return *p
+}
+
+// poolVersion names the version a pool selects ("" selects them all).
+func poolVersion(v string) string {
+	if v == "" {
+		return "(any version)"
+	}
+	return v
 }

@@ -21,7 +21,7 @@ type Store interface {
 	Save(ctx context.Context, b Bundle, version string) error
 }
 
-// ErrConflict: another writer saved first; load again.
+// ErrConflict means another writer saved first: load again.
 var ErrConflict = errors.New("certificate store changed meanwhile")
 
 // Keys of the bundle in a Secret, and file names in a directory (tls.crt

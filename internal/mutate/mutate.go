@@ -86,7 +86,7 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 		return nil, nil
 	}
 	if old == nil || strategyEdited(old, cur) {
-		if _, err := api.ParsePlan(cur.Annotations); err != nil {
+		if _, err := parsePlan(cur); err != nil {
 			return nil, err
 		}
 	}
@@ -106,7 +106,7 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 	if newVersion == "" {
 		return nil, fmt.Errorf("pod template label %q is required on a Deployment labelled %s=%s: vane starts a release when it changes; set it, or name another key in annotation %s", key, api.LabelCanary, api.LabelCanaryEnabled, api.AnnotationVersionLabel)
 	}
-	plan, err := api.ParsePlan(cur.Annotations)
+	plan, err := parsePlan(cur)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +116,21 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 	}
 	st := startStatus(old, oldVersion, newVersion, int32(len(plan.Steps)), now)
 	return holdPatch(cur, st), nil
+}
+
+// parsePlan parses d's strategy and checks its batches against d's size,
+// which only the admitted object knows. A later scale is not checked: an
+// HPA or kubectl scale must never be blocked by vane.
+func parsePlan(d *appsv1.Deployment) (*api.Plan, error) {
+	plan, err := api.ParsePlan(d.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	replicas := int32(1)
+	if d.Spec.Replicas != nil {
+		replicas = *d.Spec.Replicas
+	}
+	return plan, plan.ValidateReplicas(replicas)
 }
 
 // strategyEdited reports whether an UPDATE changes what vane parses, so an

@@ -48,11 +48,15 @@ func newDeploy(version string) deploy {
 
 func ptr[T any](v T) *T { return &v }
 
-func (b deploy) version(v string) deploy {
-	b.d.Spec.Template.Labels["version"] = v
-	b.d.Spec.Template.Spec.Containers[0].Image = "provider:" + v
-	return b
+// batches is a strategy of replica batches, each followed by a manual gate.
+func batches(replicas ...string) string {
+	s := "steps:\n"
+	for _, r := range replicas {
+		s += "- setCanaryScale: {replicas: " + r + "}\n- pause: {}\n"
+	}
+	return s
 }
+
 func (b deploy) annotate(k, v string) deploy { b.d.Annotations[k] = v; return b }
 func (b deploy) label(k, v string) deploy    { b.d.Labels[k] = v; return b }
 func (b deploy) replicas(n int32) deploy     { b.d.Spec.Replicas = &n; return b }
@@ -165,7 +169,36 @@ func TestDecide(t *testing.T) {
 		},
 		"bad strategy on create is denied": {
 			new:     newDeploy("v1").annotate(api.AnnotationStrategy, "steps: [{setWeight: 500}]").obj(),
-			wantErr: "annotation vane.io/strategy: trafficRouting.istio is required",
+			wantErr: "annotation vane.io/strategy: steps[0].setWeight 500 is not allowed",
+		},
+		"a strategy without trafficRouting passes (a canary by replica count)": {
+			new: newDeploy("v1").annotate(api.AnnotationStrategy, "steps: [{setWeight: 25}, {pause: {}}]").obj(), wantNoop: true,
+		},
+		"a batch within the Deployment's replicas passes": {
+			new: newDeploy("v1").replicas(2).annotate(api.AnnotationStrategy, batches("1", `"50%"`)).obj(), wantNoop: true,
+		},
+		"a batch of more replicas than the Deployment has is denied on create": {
+			new:     newDeploy("v1").replicas(2).annotate(api.AnnotationStrategy, batches("1", "3")).obj(),
+			wantErr: `annotation vane.io/strategy: steps[2].setCanaryScale.replicas 3 is more than the Deployment's spec.replicas (2)`,
+		},
+		"a batch of 0% is denied": {
+			new:     newDeploy("v1").annotate(api.AnnotationStrategy, batches(`"0%"`)).obj(),
+			wantErr: `annotation vane.io/strategy: steps[0].setCanaryScale.replicas "0%" is not allowed`,
+		},
+		"a batch above 100% is denied": {
+			old:     newDeploy("v1").obj(),
+			new:     newDeploy("v1").annotate(api.AnnotationStrategy, batches(`"101%"`)).obj(),
+			wantErr: `annotation vane.io/strategy: steps[0].setCanaryScale.replicas "101%" is not allowed`,
+		},
+		"a release that would run a batch larger than the Deployment is denied": {
+			old:     newDeploy("v1").replicas(3).annotate(api.AnnotationStrategy, batches("2")).obj(),
+			new:     newDeploy("v2").replicas(1).annotate(api.AnnotationStrategy, batches("2")).obj(),
+			wantErr: `steps[0].setCanaryScale.replicas 2 is more than the Deployment's spec.replicas (1)`,
+		},
+		"a scale below a batch is never blocked": {
+			old:      newDeploy("v1").replicas(3).annotate(api.AnnotationStrategy, batches("2")).obj(),
+			new:      newDeploy("v1").replicas(1).annotate(api.AnnotationStrategy, batches("2")).obj(),
+			wantNoop: true,
 		},
 		"missing strategy on create is denied": {
 			new:     func() *appsv1.Deployment { d := newDeploy("v1").obj(); d.Annotations = nil; return d }(),
