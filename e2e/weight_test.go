@@ -208,6 +208,12 @@ func TestBadStrategyDenied(t *testing.T) {
 	a.apply(vs)
 	a.apply(dr)
 	a.apply(providerYAML(a.ns, 1, seedSteps))
+	// vane adopts the Deployment once v1 is rolled out by writing its
+	// status annotation, and the API server bumps a Deployment's generation
+	// on any annotation change: read "before" only after that, or the
+	// adoption would pass for a change made by the denied update.
+	a.waitAvailable("v1")
+	a.waitAdopted("v1")
 	before := a.deployment()
 	// A merge patch, as kubectl apply sends: no resourceVersion to conflict on.
 	patch, _ := json.Marshal(map[string]any{
@@ -219,8 +225,10 @@ func TestBadStrategyDenied(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("update: %v, want denial naming steps[0].analysis", err)
 	}
-	if after := a.deployment(); after.Generation != before.Generation || after.Annotations[api.AnnotationStrategy] != before.Annotations[api.AnnotationStrategy] {
-		t.Error("a denied update changed the Deployment")
+	after := a.deployment()
+	if after.Generation != before.Generation || after.Annotations[api.AnnotationStrategy] != before.Annotations[api.AnnotationStrategy] || after.Spec.Template.Labels["version"] != "v1" {
+		t.Errorf("a denied update changed the Deployment: generation %d → %d, version %q, strategy changed %v",
+			before.Generation, after.Generation, after.Spec.Template.Labels["version"], after.Annotations[api.AnnotationStrategy] != before.Annotations[api.AnnotationStrategy])
 	}
 }
 
