@@ -46,6 +46,7 @@ type options struct {
 	leaderNamespace              string
 	leaseDuration, renewDeadline time.Duration
 	retryPeriod                  time.Duration
+	workers                      int
 	zap                          zap.Options
 }
 
@@ -67,6 +68,9 @@ func parseFlags() *options {
 	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
+	// 10, as Argo Rollouts' --rollout-threads: a reconcile waits mostly on
+	// the API server, so one worker makes releases queue behind each other.
+	flag.IntVar(&o.workers, "max-concurrent-reconciles", 10, "how many releases are reconciled at once (each one by one)")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -103,6 +107,7 @@ func run(ctx context.Context, o *options) error {
 		Client:   client.WithFieldOwner(mgr.GetClient(), "vane"),
 		Reader:   mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("vane"),
+		Workers:  o.workers,
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -42,6 +43,10 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Workers is how many releases are reconciled at once; a release is
+	// never reconciled by two at a time. 0 means controller-runtime's
+	// default, 1.
+	Workers int
 }
 
 // routingIndex indexes opted-in Deployments in the cache by the Istio
@@ -84,6 +89,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(optedIn)).
 		Owns(&appsv1.Deployment{}).
 		// Istio objects only wake releases up (decisions read them uncached):
