@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,7 @@ func (b *bench) scale(ctx context.Context) error {
 		return err
 	}
 	rec1, err1 := b.reconciles()
+	req1 := b.requests()
 	b.logf("editing %d versions", f.n)
 	edited, first, err := b.editAll(ctx, keys)
 	if err != nil {
@@ -105,6 +107,10 @@ func (b *bench) scale(ctx context.Context) error {
 	f.apiserver[2], _ = e.apiserverStats()
 	rec2, err2 := b.reconciles()
 	f.reconciles, f.failed = rec2-rec1, err2-err1
+	f.requests = map[string]float64{}
+	for m, n := range b.requests() {
+		f.requests[m] = n - req1[m]
+	}
 	f.complete = t.count(keys, healthy)
 	if waitErr != nil {
 		b.report.problem("scale: %d of %d releases Healthy on v2 after %s", f.complete, f.n, cfg.ScaleTimeout)
@@ -200,6 +206,8 @@ type scaleFigures struct {
 	pauseEnds           []time.Time
 	bad                 stepCheck
 	vane, apiserver     [3]procStats // before set-up, after set-up, at the end
+	// requests counts vane's API requests during the releases, by method.
+	requests map[string]float64
 }
 
 func (b *bench) scaleRows(f scaleFigures) {
@@ -253,6 +261,38 @@ func (b *bench) scaleRows(f scaleFigures) {
 			dur(f.setup), dur(f.done), f.reconciles, float64(f.reconciles)/float64(f.n), f.failed),
 		baseline: fmt.Sprintf("kube-apiserver %.1f s + %.1f s", (f.apiserver[1].cpu - f.apiserver[0].cpu).Seconds(), (f.apiserver[2].cpu - f.apiserver[1].cpu).Seconds()),
 	})
+	r.add(row{
+		figure: "vane's API requests during the releases, per release (client-go's rest_client_requests_total: reads, writes, Events, leases)",
+		value:  perRelease(f.requests, f.n),
+	})
+}
+
+// perRelease formats request counts by method as "total (GET a, PATCH b, …)"
+// divided by n.
+func perRelease(byMethod map[string]float64, n int) string {
+	methods := slices.Sorted(maps.Keys(byMethod))
+	total, parts := 0.0, []string{}
+	for _, m := range methods {
+		if v := byMethod[m] / float64(n); v >= 0.05 {
+			parts = append(parts, fmt.Sprintf("%s %.1f", m, v))
+		}
+		total += byMethod[m]
+	}
+	return fmt.Sprintf("%.1f (%s)", total/float64(n), strings.Join(parts, ", "))
+}
+
+// requests is vane's API requests so far by method (client-go's
+// rest_client_requests_total); nil when /metrics does not answer.
+func (b *bench) requests() map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range []string{"GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE"} {
+		v := b.scrape("rest_client_requests_total{", func(l string) bool { return strings.Contains(l, `method="`+m+`"`) })
+		if v < 0 {
+			return nil
+		}
+		out[m] = v
+	}
+	return out
 }
 
 // stepCheck counts releases whose history breaks the step order.
