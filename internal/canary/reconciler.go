@@ -223,7 +223,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 		Rolled:          rolledOut(d),
 	}
 	c := &appsv1.Deployment{}
-	err := r.Reader.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c)
+	err := r.getCanary(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c, true)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -283,7 +283,7 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
 	want := desiredCanary(d, replicas)
 	cur := &appsv1.Deployment{}
-	err := r.Reader.Get(ctx, client.ObjectKeyFromObject(want), cur)
+	err := r.getCanary(ctx, client.ObjectKeyFromObject(want), cur, false)
 	if apierrors.IsNotFound(err) {
 		if err := r.Client.Create(ctx, want); err != nil {
 			return fmt.Errorf("create canary deployment: %w", err)
@@ -302,6 +302,24 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, rep
 		return fmt.Errorf("update canary deployment: %w", err)
 	}
 	return nil
+}
+
+// getCanary reads a canary Deployment from the cache, which holds the
+// canaries (they carry vane.io/canary): every reconcile looks at it, and at
+// 1,000 releases uncached reads made reconciles queue behind each other.
+// A cached copy is a state the canary really had, and a write from it
+// carries its resourceVersion, so a stale copy costs a conflict and a
+// retry. "Not found" is confirmed uncached, so that a canary created a
+// moment ago is neither created twice nor left behind. With confirmReady, a
+// copy that has rolled out is confirmed uncached too: traffic moves on
+// that answer, and only a read of now tells that vane has not meanwhile
+// resized it or changed its template (the cache may lag vane's own write).
+func (r *Reconciler) getCanary(ctx context.Context, key types.NamespacedName, c *appsv1.Deployment, confirmReady bool) error {
+	err := r.Client.Get(ctx, key, c)
+	if apierrors.IsNotFound(err) || (err == nil && confirmReady && rolledOut(c)) {
+		err = r.Reader.Get(ctx, key, c)
+	}
+	return err
 }
 
 func (r *Reconciler) deleteCanary(ctx context.Context, d *appsv1.Deployment) error {

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -76,6 +77,67 @@ func TestReleasesRoutedBy(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, names(tc.kind, tc.obj)); diff != "" {
 				t.Errorf("releases woken (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// canaryAt is d's canary with the given image and size, rolled out or not.
+func canaryAt(d *appsv1.Deployment, image string, replicas int32, rolled bool) *appsv1.Deployment {
+	o := d.DeepCopy()
+	o.Spec.Template.Spec.Containers[0].Image = image
+	c := desiredCanary(o, replicas)
+	c.Generation = 2
+	c.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: replicas}
+	if rolled {
+		c.Status = appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: replicas, UpdatedReplicas: replicas, AvailableReplicas: replicas}
+	}
+	return c
+}
+
+// TestObserveCanary covers reading the canary from the cache: what the
+// cache lacks or shows as ready is read again from the API server, so a
+// stale cache never hides a canary nor passes one for ready that is being
+// rolled to another template.
+func TestObserveCanary(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	d := release("provider", "provider", "provider", api.PhaseProgressing)
+	d.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "provider"}}
+	d.Spec.Template.Labels = map[string]string{"app": "provider", "version": "v2"}
+	d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "app", Image: "app:2"}}
+	for name, tc := range map[string]struct {
+		cached, live *appsv1.Deployment
+		want         *CanaryObservation
+	}{
+		"none anywhere":                        {want: nil},
+		"created a moment ago, not yet cached": {live: canaryAt(d, "app:2", 1, false), want: &CanaryObservation{Replicas: 1}},
+		"rolling out, as cached":               {cached: canaryAt(d, "app:2", 1, false), live: canaryAt(d, "app:2", 1, false), want: &CanaryObservation{Replicas: 1}},
+		"ready, as cached":                     {cached: canaryAt(d, "app:2", 1, true), live: canaryAt(d, "app:2", 1, true), want: &CanaryObservation{Replicas: 1, Ready: true}},
+		"cached ready, being rolled to another template meanwhile": {
+			cached: canaryAt(d, "app:2", 1, true), live: canaryAt(d, "app:3", 1, false), want: &CanaryObservation{Replicas: 1},
+		},
+		"cached ready, resized meanwhile": {
+			cached: canaryAt(d, "app:2", 1, true), live: canaryAt(d, "app:2", 2, false), want: &CanaryObservation{Replicas: 2},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			holding := func(o *appsv1.Deployment) client.Client {
+				b := fake.NewClientBuilder().WithScheme(scheme)
+				if o != nil {
+					b = b.WithObjects(o)
+				}
+				return b.Build()
+			}
+			r := &Reconciler{Client: holding(tc.cached), Reader: holding(tc.live)}
+			obs, err := r.observe(context.Background(), d, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, obs.Canary); diff != "" {
+				t.Errorf("canary observed (-want,+got):\n%s", diff)
 			}
 		})
 	}

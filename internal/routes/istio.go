@@ -31,6 +31,12 @@ type Istio struct {
 	namespace  string
 	versionKey string
 	cfg        api.IstioRouting
+	// dr and vs are the objects as last read or written, nil when unknown:
+	// Ensure starts from what Observe read instead of reading again. Each
+	// write carries the object's resourceVersion, so one changed meanwhile
+	// fails with a conflict, and the retry reads it afresh.
+	dr *networkingv1.DestinationRule
+	vs *networkingv1.VirtualService
 }
 
 var _ Router = (*Istio)(nil)
@@ -47,20 +53,20 @@ func NewIstio(reader client.Reader, c client.Client, namespace, versionKey strin
 func (r *Istio) Observe(ctx context.Context) (Split, error) {
 	var split Split
 	var err error
+	r.dr, r.vs = nil, nil
 	if r.cfg.BySubset() {
-		dr := &networkingv1.DestinationRule{}
-		if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
-			return Split{}, err
+		var dr *networkingv1.DestinationRule
+		if dr, err = r.destinationRule(ctx); err == nil {
+			split.StableVersion, split.CanaryVersion, err = subsetVersions(dr, r.cfg, r.versionKey)
 		}
-		split.StableVersion, split.CanaryVersion, err = subsetVersions(dr, r.cfg, r.versionKey)
 	} else {
 		split.StableVersion, split.CanaryVersion, err = r.serviceVersions(ctx)
 	}
 	if err != nil {
 		return Split{}, err
 	}
-	vs := &networkingv1.VirtualService{}
-	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+	vs, err := r.virtualService(ctx)
+	if err != nil {
 		return Split{}, err
 	}
 	if split.CanaryWeight, err = canaryWeight(vs, r.cfg); err != nil {
@@ -73,10 +79,14 @@ func (r *Istio) Observe(ctx context.Context) (Split, error) {
 // Ensure implements Router.
 func (r *Istio) Ensure(ctx context.Context, want Split) (bool, error) {
 	wrote := false
-	for _, step := range []func(context.Context, Split) (bool, error){r.ensureSubsets, r.ensureServices, r.ensureWeights, r.ensureHeaderRoutes} {
+	for _, step := range []func(context.Context, Split) (bool, error){r.ensureSubsets, r.ensureServices, r.ensureRoutes} {
 		var w bool
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() (err error) {
 			w, err = step(ctx, want)
+			if err != nil {
+				// Read again before a retry: the copy at hand is outdated.
+				r.dr, r.vs = nil, nil
+			}
 			return err
 		})
 		if err != nil {
@@ -87,12 +97,38 @@ func (r *Istio) Ensure(ctx context.Context, want Split) (bool, error) {
 	return wrote, nil
 }
 
+// destinationRule returns the DestinationRule as last read or written,
+// reading it (uncached) when there is none.
+func (r *Istio) destinationRule(ctx context.Context) (*networkingv1.DestinationRule, error) {
+	if r.dr == nil {
+		dr := &networkingv1.DestinationRule{}
+		if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
+			return nil, err
+		}
+		r.dr = dr
+	}
+	return r.dr, nil
+}
+
+// virtualService returns the VirtualService as last read or written,
+// reading it (uncached) when there is none.
+func (r *Istio) virtualService(ctx context.Context) (*networkingv1.VirtualService, error) {
+	if r.vs == nil {
+		vs := &networkingv1.VirtualService{}
+		if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+			return nil, err
+		}
+		r.vs = vs
+	}
+	return r.vs, nil
+}
+
 func (r *Istio) ensureSubsets(ctx context.Context, want Split) (bool, error) {
 	if !r.cfg.BySubset() {
 		return false, nil
 	}
-	dr := &networkingv1.DestinationRule{}
-	if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
+	dr, err := r.destinationRule(ctx)
+	if err != nil {
 		return false, err
 	}
 	ops, err := subsetPatch(dr, r.cfg, r.versionKey, want)
@@ -124,28 +160,24 @@ func (r *Istio) ensureServices(ctx context.Context, want Split) (bool, error) {
 	return wrote, nil
 }
 
-func (r *Istio) ensureWeights(ctx context.Context, want Split) (bool, error) {
-	vs := &networkingv1.VirtualService{}
-	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+// ensureRoutes writes the weights and the managed header routes in one
+// patch of the VirtualService. The weight ops come first and change no
+// route's position, so the header route ops, computed on the same copy,
+// still find theirs.
+func (r *Istio) ensureRoutes(ctx context.Context, want Split) (bool, error) {
+	vs, err := r.virtualService(ctx)
+	if err != nil {
 		return false, err
 	}
 	ops, err := weightPatch(vs, r.cfg, want.CanaryWeight)
 	if err != nil {
 		return false, err
 	}
-	return r.patch(ctx, vs, ops)
-}
-
-func (r *Istio) ensureHeaderRoutes(ctx context.Context, want Split) (bool, error) {
-	vs := &networkingv1.VirtualService{}
-	if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
-		return false, err
-	}
-	ops, err := headerRoutePatch(vs, r.cfg, want.HeaderRoutes)
+	headerOps, err := headerRoutePatch(vs, r.cfg, want.HeaderRoutes)
 	if err != nil {
 		return false, err
 	}
-	return r.patch(ctx, vs, ops)
+	return r.patch(ctx, vs, append(ops, headerOps...))
 }
 
 func (r *Istio) serviceVersions(ctx context.Context) (stable, canary string, err error) {
