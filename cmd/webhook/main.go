@@ -102,7 +102,7 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
+	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler()})
 	reconciler := &canary.Reconciler{
 		Client:   client.WithFieldOwner(mgr.GetClient(), "vane"),
 		Reader:   mgr.GetAPIReader(),

@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/vane-io/vane/e2e/framework"
 	"github.com/vane-io/vane/internal/mutate"
 )
 
@@ -86,7 +85,7 @@ func handlerCases() ([]handlerCase, error) {
 // to nowhere so log encoding is paid as in production.
 func newHandler() (*mutate.Handler, context.Context) {
 	ctx := log.IntoContext(context.Background(), zap.New(zap.WriteTo(io.Discard)))
-	return mutate.NewHandler(framework.NewScheme()), ctx
+	return mutate.NewHandler(), ctx
 }
 
 // handlerResult is the in-process cost of one review.

@@ -12,7 +12,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -20,7 +19,7 @@ import (
 
 // review is the admission request the API server sends for an UPDATE of
 // old to cur.
-func review(b *testing.B, old, cur *appsv1.Deployment) admission.Request {
+func review(b testing.TB, old, cur *appsv1.Deployment) admission.Request {
 	b.Helper()
 	oldRaw, err := json.Marshal(old)
 	if err != nil {
@@ -50,11 +49,7 @@ func review(b *testing.B, old, cur *appsv1.Deployment) admission.Request {
 //
 //	go test -run '^$' -bench Handler -benchmem ./internal/mutate
 func BenchmarkHandler(b *testing.B) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		b.Fatal(err)
-	}
-	h := NewHandler(scheme)
+	h := NewHandler()
 	ctx := log.IntoContext(context.Background(), zap.New(zap.WriteTo(io.Discard)))
 	old := newDeploy("v1").replicas(1).obj()
 	old.Generation, old.ResourceVersion, old.UID = 7, "12345", "0c6f6a52-1c52-4d38-9d0d-5b3c1b0c1e7a"

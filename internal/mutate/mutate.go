@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-openapi/jsonpointer"
@@ -16,9 +17,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/vane-io/vane/internal/api"
 	"github.com/vane-io/vane/internal/metrics"
@@ -32,28 +33,26 @@ var statusPointer = "/metadata/annotations/" + jsonpointer.Escape(api.Annotation
 
 // Handler answers admission reviews of Deployments.
 type Handler struct {
-	decoder admission.Decoder
-	now     func() time.Time
+	now func() time.Time
 }
 
 var _ admission.Handler = (*Handler)(nil)
 
-// NewHandler returns a Handler decoding with scheme.
-func NewHandler(scheme *runtime.Scheme) *Handler {
-	return &Handler{decoder: admission.NewDecoder(scheme), now: time.Now}
+// NewHandler returns a Handler.
+func NewHandler() *Handler {
+	return &Handler{now: time.Now}
 }
 
 // Handle implements admission.Handler.
 func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	log := ctrl.LoggerFrom(ctx).WithName("admission").WithValues("deployment", req.Namespace+"/"+req.Name, "operation", req.Operation)
-	newObj := &appsv1.Deployment{}
-	if err := h.decoder.Decode(req, newObj); err != nil {
+	newObj, err := decodeDeployment(req.Object.Raw)
+	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	var oldObj *appsv1.Deployment
 	if req.Operation == admissionv1.Update {
-		oldObj = &appsv1.Deployment{}
-		if err := h.decoder.DecodeRaw(req.OldObject, oldObj); err != nil {
+		if oldObj, err = decodeDeployment(req.OldObject.Raw); err != nil {
 			return admission.Errored(http.StatusBadRequest, err)
 		}
 	}
@@ -76,6 +75,42 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		log.Info("Kept paused during a release", "dryRun", req.DryRun != nil && *req.DryRun)
 		return admission.Patched("kept paused during a release", ops...)
 	}
+}
+
+// deploymentFields are the fields of a Deployment that Decide reads.
+type deploymentFields struct {
+	Metadata struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec struct {
+		Replicas *int32 `json:"replicas"`
+		Paused   bool   `json:"paused"`
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `json:"labels"`
+			} `json:"metadata"`
+		} `json:"template"`
+	} `json:"spec"`
+}
+
+// decodeDeployment decodes the fields of a review's Deployment that Decide
+// reads, and only those: decoding the old and the new Deployment whole
+// (pod specs, status, managed fields) into typed objects was most of the
+// handler's time and allocations, on every review it gets.
+func decodeDeployment(raw []byte) (*appsv1.Deployment, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("the review holds no Deployment")
+	}
+	var f deploymentFields
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &f); err != nil {
+		return nil, fmt.Errorf("decode deployment: %w", err)
+	}
+	d := &appsv1.Deployment{}
+	d.Labels, d.Annotations = f.Metadata.Labels, f.Metadata.Annotations
+	d.Spec.Replicas, d.Spec.Paused = f.Spec.Replicas, f.Spec.Paused
+	d.Spec.Template.Labels = f.Spec.Template.Metadata.Labels
+	return d, nil
 }
 
 // Decide returns the JSON patch for a Deployment admission: nil when it passes
@@ -122,7 +157,7 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 // which only the admitted object knows. A later scale is not checked: an
 // HPA or kubectl scale must never be blocked by vane.
 func parsePlan(d *appsv1.Deployment) (*api.Plan, error) {
-	plan, err := api.ParsePlan(d.Annotations)
+	plan, err := plans.parse(d.Annotations)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +166,42 @@ func parsePlan(d *appsv1.Deployment) (*api.Plan, error) {
 		replicas = *d.Spec.Replicas
 	}
 	return plan, plan.ValidateReplicas(replicas)
+}
+
+// maxPlans bounds the cache of parsed strategies: a few MiB at most.
+const maxPlans = 4096
+
+// plans caches parsed strategies by their text. Every review that starts a
+// release parses its strategy, and parsing the YAML was two thirds of what
+// such a review allocates; the same text comes back with every release of
+// a Deployment. A Plan is never changed once parsed. Strategies that fail
+// to parse are not kept (their denial is rare and parsed anew).
+var plans = planCache{plans: map[string]*api.Plan{}}
+
+type planCache struct {
+	mu    sync.Mutex
+	plans map[string]*api.Plan
+}
+
+func (c *planCache) parse(annotations map[string]string) (*api.Plan, error) {
+	text := annotations[api.AnnotationStrategy]
+	c.mu.Lock()
+	plan, ok := c.plans[text]
+	c.mu.Unlock()
+	if ok {
+		return plan, nil
+	}
+	plan, err := api.ParsePlan(annotations)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.plans) >= maxPlans {
+		clear(c.plans)
+	}
+	c.plans[text] = plan
+	return plan, nil
 }
 
 // strategyEdited reports whether an UPDATE changes what vane parses, so an
