@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 
@@ -27,17 +28,19 @@ func Cluster(ctx context.Context, reuse bool) (*framework.Cluster, error) {
 		if runDir == "" {
 			runDir = framework.DefaultRunDir
 		}
-		os.Setenv("KUBECONFIG", filepath.Join(runDir, "kubeconfig"))
-		os.Setenv("VANE_E2E_REUSE", "1")
+		if err := errors.Join(os.Setenv("KUBECONFIG", filepath.Join(runDir, "kubeconfig")), os.Setenv("VANE_E2E_REUSE", "1")); err != nil {
+			return nil, err
+		}
 		return framework.StartContext(ctx)
 	}
-	os.Unsetenv("KUBECONFIG")
-	os.Unsetenv("VANE_E2E_REUSE")
-	os.Unsetenv("VANE_RUN_DIR")
+	errs := []error{os.Unsetenv("KUBECONFIG"), os.Unsetenv("VANE_E2E_REUSE"), os.Unsetenv("VANE_RUN_DIR")}
 	for k, v := range controlPlaneFlags {
 		if os.Getenv(k) == "" {
-			os.Setenv(k, v)
+			errs = append(errs, os.Setenv(k, v))
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return framework.StartContext(ctx)
 }

@@ -62,7 +62,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: stop the cluster:", err)
+		}
+	}()
 	rep, err := Run(ctx, c, cfg, os.Stderr)
 	if rep != nil {
 		rep.print(os.Stdout)

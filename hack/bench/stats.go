@@ -24,8 +24,6 @@ func (s sample) pct(p float64) time.Duration {
 	return sorted[max(i, 0)]
 }
 
-func (s sample) max() time.Duration { return s.pct(100) }
-
 // dur prints a duration with three significant digits in a readable unit.
 func dur(d time.Duration) string {
 	switch {
