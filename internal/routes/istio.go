@@ -100,27 +100,28 @@ func (r *Istio) Ensure(ctx context.Context, want Split) (bool, error) {
 // destinationRule returns the DestinationRule as last read or written,
 // reading it (uncached) when there is none.
 func (r *Istio) destinationRule(ctx context.Context) (*networkingv1.DestinationRule, error) {
-	if r.dr == nil {
-		dr := &networkingv1.DestinationRule{}
-		if err := r.get(ctx, "DestinationRule", r.cfg.DestinationRule, dr); err != nil {
-			return nil, err
-		}
-		r.dr = dr
-	}
-	return r.dr, nil
+	return current(ctx, r, "DestinationRule", r.cfg.DestinationRule, &r.dr)
 }
 
 // virtualService returns the VirtualService as last read or written,
 // reading it (uncached) when there is none.
 func (r *Istio) virtualService(ctx context.Context) (*networkingv1.VirtualService, error) {
-	if r.vs == nil {
-		vs := &networkingv1.VirtualService{}
-		if err := r.get(ctx, "VirtualService", r.cfg.VirtualService, vs); err != nil {
+	return current(ctx, r, "VirtualService", r.cfg.VirtualService, &r.vs)
+}
+
+// current returns *slot, reading the object into it first when it is nil.
+func current[T any, P interface {
+	*T
+	client.Object
+}](ctx context.Context, r *Istio, kind, name string, slot *P) (P, error) {
+	if *slot == nil {
+		obj := P(new(T))
+		if err := r.get(ctx, kind, name, obj); err != nil {
 			return nil, err
 		}
-		r.vs = vs
+		*slot = obj
 	}
-	return r.vs, nil
+	return *slot, nil
 }
 
 func (r *Istio) ensureSubsets(ctx context.Context, want Split) (bool, error) {
