@@ -261,9 +261,13 @@ func (b *bench) scaleRows(f scaleFigures) {
 			dur(f.setup), dur(f.done), f.reconciles, float64(f.reconciles)/float64(f.n), f.failed),
 		baseline: fmt.Sprintf("kube-apiserver %.1f s + %.1f s", (f.apiserver[1].cpu - f.apiserver[0].cpu).Seconds(), (f.apiserver[2].cpu - f.apiserver[1].cpu).Seconds()),
 	})
+	total := 0.0
+	for _, n := range f.requests {
+		total += n
+	}
 	r.add(row{
 		figure: "vane's API requests during the releases, per release (client-go's rest_client_requests_total: reads, writes, Events, leases)",
-		value:  perRelease(f.requests, f.n),
+		value:  fmt.Sprintf("%s; %.1f per reconcile", perRelease(f.requests, f.n), total/float64(max(f.reconciles, 1))),
 	})
 }
 
