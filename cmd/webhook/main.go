@@ -15,8 +15,10 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,6 +32,7 @@ import (
 	"github.com/vane-io/vane/internal/api"
 	"github.com/vane-io/vane/internal/canary"
 	"github.com/vane-io/vane/internal/certs"
+	"github.com/vane-io/vane/internal/members"
 	"github.com/vane-io/vane/internal/mutate"
 )
 
@@ -46,6 +49,7 @@ type options struct {
 	leaderNamespace              string
 	leaseDuration, renewDeadline time.Duration
 	retryPeriod                  time.Duration
+	clusterName, remoteSecrets   string
 	zap                          zap.Options
 }
 
@@ -67,6 +71,8 @@ func parseFlags() *options {
 	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lost leader's lease blocks the others")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to take the lease")
+	flag.StringVar(&o.clusterName, "cluster-name", "primary", "name of the cluster vane runs in, as releases that span clusters show it")
+	flag.StringVar(&o.remoteSecrets, "remote-secrets-namespace", "", "namespace of the remote Secrets (labelled istio/multiCluster=true, one kubeconfig per member cluster) whose clusters take part in releases; empty: vane's own cluster only")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -100,12 +106,20 @@ func run(ctx context.Context, o *options) error {
 	}
 	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler(scheme)})
 	reconciler := &canary.Reconciler{
-		Client:   client.WithFieldOwner(mgr.GetClient(), "vane"),
-		Reader:   mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("vane"),
+		Client:      client.WithFieldOwner(mgr.GetClient(), "vane"),
+		Reader:      mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("vane"),
+		ClusterName: o.clusterName,
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
+	}
+	if o.remoteSecrets != "" {
+		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: reconciler.WatchCluster}
+		reconciler.Members = registry.Clusters
+		if err := registry.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up member clusters: %w", err)
+		}
 	}
 	if err := errors.Join(
 		mgr.AddHealthzCheck("ping", healthz.Ping),
@@ -156,21 +170,34 @@ func certificates(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme,
 	return r, nil
 }
 
+// deploymentCache is the cache of vane's cluster and of every member: only
+// Deployments labelled vane.io/canary (opted-in ones and the canaries vane
+// creates), so memory does not grow with the cluster's other Deployments.
+func deploymentCache() cache.Options {
+	labelled := labels.SelectorFromSet(nil)
+	if req, err := labels.NewRequirement(api.LabelCanary, selection.Exists, nil); err == nil {
+		labelled = labelled.Add(*req)
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}}
+}
+
 func newManager(cfg *rest.Config, scheme *runtime.Scheme, o *options, rotator *certs.Rotator) (ctrl.Manager, error) {
 	webhookOpts := webhook.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir}
 	if rotator != nil {
 		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rotator.GetCertificate }}
 	}
-	// The cache holds only Deployments labelled vane.io/canary (opted-in
-	// ones and the canaries vane creates), so memory does not grow with
-	// the cluster's other Deployments.
-	labelled, err := labels.Parse(api.LabelCanary)
-	if err != nil {
-		return nil, err
+	cacheOpts := deploymentCache()
+	if o.remoteSecrets != "" {
+		// Only the remote Secrets: vane may list Secrets in its namespace,
+		// and keeps none but these.
+		cacheOpts.ByObject[&corev1.Secret{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{o.remoteSecrets: {}},
+			Label:      labels.SelectorFromSet(labels.Set{members.LabelMultiCluster: "true"}),
+		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
+		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,
