@@ -156,6 +156,16 @@ func (v *view) render(now time.Time) string {
 	for _, r := range v.routes {
 		fmt.Fprintf(&b, "  %s\n", r)
 	}
+	for _, m := range st.Members {
+		fmt.Fprintf(&b, "  cluster %-10s %-8s", m.Cluster, m.Version)
+		if m.Canary != "" {
+			fmt.Fprintf(&b, " canary %s ready", m.Canary)
+		}
+		if m.Waiting != "" {
+			fmt.Fprintf(&b, "  waiting: %s", m.Waiting)
+		}
+		b.WriteString("\n")
+	}
 	if st.Message != "" {
 		fmt.Fprintf(&b, "  %s\n", st.Message)
 	}
