@@ -115,7 +115,7 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
 	if o.remoteSecrets != "" {
-		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: reconciler.WatchCluster}
+		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: reconciler.WatchCluster, Changed: reconciler.ClustersChanged}
 		reconciler.Members = registry.Clusters
 		if err := registry.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up member clusters: %w", err)

@@ -92,6 +92,7 @@ const (
 	ReasonCaughtUp         = "ReleaseCaughtUp"
 	ReasonOptedOut         = "RolloutOptedOut"
 	ReasonScaledDown       = "OldVersionScaledDown"
+	ReasonStarted          = "ReleaseStarted"
 )
 
 // Next decides the next move of a release. It is a pure function of the

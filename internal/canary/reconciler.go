@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-openapi/jsonpointer"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -37,6 +39,14 @@ import (
 // degradedRetry is how often a release that waits for a missing object looks
 // again, besides the watches on VirtualServices and DestinationRules.
 const degradedRetry = 10 * time.Second
+
+// memberCheck is how often a release that spans clusters checks that every
+// cluster still answers, when nothing else wakes it.
+const memberCheck = 30 * time.Second
+
+// memberTimeout bounds a reconcile of a release that spans clusters, so a
+// member that does not answer cannot hold a worker.
+const memberTimeout = 30 * time.Second
 
 // Reconciler drives the releases of opted-in Deployments.
 type Reconciler struct {
@@ -57,7 +67,9 @@ type Reconciler struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
-	ctrl controller.Controller
+	ctrl     controller.Controller
+	wakeOnce sync.Once
+	wakeCh   chan event.GenericEvent
 }
 
 // Cluster is a cluster whose Deployments a release can span.
@@ -130,9 +142,37 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// their cache keeps metadata only.
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService")), builder.OnlyMetadata).
 		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule")), builder.OnlyMetadata).
+		WatchesRawSource(source.Channel(r.wake(), &handler.EnqueueRequestForObject{})).
 		Build(r)
 	r.ctrl = c
 	return err
+}
+
+func (r *Reconciler) wake() chan event.GenericEvent {
+	r.wakeOnce.Do(func() { r.wakeCh = make(chan event.GenericEvent, 1024) })
+	return r.wakeCh
+}
+
+// ClustersChanged wakes every release in progress, in vane's cluster and
+// in every member, when a member cluster is added or dropped: the
+// releases it took part in go on without it, those it joins take it in.
+func (r *Reconciler) ClustersChanged(ctx context.Context) {
+	seen := map[types.NamespacedName]bool{}
+	for _, c := range r.clusters() {
+		var list appsv1.DeploymentList
+		if err := c.Reader.List(ctx, &list, client.MatchingLabels{api.LabelCanary: api.LabelCanaryEnabled}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "List releases to wake", "cluster", c.Name)
+			continue
+		}
+		for i := range list.Items {
+			d := &list.Items[i]
+			st, _ := api.StatusFrom(d.Annotations)
+			if key := client.ObjectKeyFromObject(d); st.InProgress() && !seen[key] {
+				seen[key] = true
+				r.wake() <- event.GenericEvent{Object: d}
+			}
+		}
+	}
 }
 
 // WatchCluster wakes releases on changes of a member cluster's Deployments
@@ -180,6 +220,11 @@ func (r *Reconciler) releasesRoutedBy(kind string) handler.MapFunc {
 // makes its next move and persists its status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	clusters := r.clusters()
+	if len(clusters) > 1 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, memberTimeout)
+		defer cancel()
+	}
 	var ts []target
 	var unreachable []error
 	for _, c := range clusters {
@@ -228,6 +273,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	home, st := releaseStatus(ts)
+	if st == nil && len(unreachable) > 0 {
+		// Nothing to say it in: look again.
+		return ctrl.Result{RequeueAfter: degradedRetry}, nil
+	}
 	if st == nil {
 		for _, t := range ts {
 			if err := r.idle(ctx, t); err != nil {
@@ -342,6 +391,11 @@ func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deploym
 	}
 	for _, t := range ts {
 		r.record(t, act.Events...)
+	}
+	// A member cluster that stops answering sends no event: a release that
+	// spans clusters looks again now and then, to say so.
+	if next.InProgress() && len(r.clusters()) > 1 {
+		act.RequeueAfter = minPositive(act.RequeueAfter, memberCheck)
 	}
 	return ctrl.Result{RequeueAfter: act.RequeueAfter}, nil
 }
@@ -769,7 +823,7 @@ func (r *Reconciler) sideBySide(ctx context.Context, t target, version string) (
 	if err := r.writeStatus(ctx, t, nil, next, finalizerOp(t.d)); err != nil {
 		return true, err
 	}
-	r.record(t, Event{ReasonStepAdvanced, next.Message})
+	r.record(t, Event{ReasonStarted, next.Message})
 	return true, nil
 }
 

@@ -45,6 +45,8 @@ type Registry struct {
 	Cache  cache.Options
 	// Watch is called once a member's cluster runs, to watch its cache.
 	Watch func(name string, c cluster.Cluster) error
+	// Changed is called after members were added or dropped.
+	Changed func(ctx context.Context)
 
 	// Client reads the Secrets (from the manager's cache).
 	client  client.Client
@@ -59,6 +61,7 @@ type member struct {
 	secret string
 	sum    [32]byte
 	c      cluster.Cluster
+	view   canary.Cluster
 	stop   context.CancelFunc
 }
 
@@ -106,13 +109,7 @@ func (r *Registry) Clusters() []canary.Cluster {
 	defer r.mu.RUnlock()
 	out := make([]canary.Cluster, 0, len(r.running))
 	for _, name := range slices.Sorted(maps.Keys(r.running)) {
-		c := r.running[name].c
-		out = append(out, canary.Cluster{
-			Name:     name,
-			Client:   client.WithFieldOwner(c.GetClient(), "vane"),
-			Reader:   c.GetAPIReader(),
-			Recorder: c.GetEventRecorder("vane"),
-		})
+		out = append(out, r.running[name].view)
 	}
 	return out
 }
@@ -150,10 +147,22 @@ func (r *Registry) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, 
 		}
 	}
 
+	if r.sync(ctx, want, kubeconfigs) && r.Changed != nil {
+		r.Changed(ctx)
+	}
+	return ctrl.Result{}, nil
+}
+
+// sync stops the members that are no longer wanted (or whose kubeconfig
+// changed) and starts the new ones. It reports whether anything changed.
+func (r *Registry) sync(ctx context.Context, want map[string]member, kubeconfigs map[string][]byte) bool {
+	log := ctrl.LoggerFrom(ctx)
+	changed := false
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, m := range r.running {
 		if w, ok := want[name]; !ok || w.sum != m.sum {
+			changed = true
 			m.stop()
 			delete(r.running, name)
 			log.Info("Member cluster dropped", "cluster", name, "secret", m.secret)
@@ -172,9 +181,10 @@ func (r *Registry) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, 
 		}
 		m.secret, m.sum = want[name].secret, want[name].sum
 		r.running[name] = m
+		changed = true
 		log.Info("Member cluster added", "cluster", name, "secret", m.secret, "server", m.c.GetConfig().Host)
 	}
-	return ctrl.Result{}, nil
+	return changed
 }
 
 // start runs a member's cluster.Cluster (its cache holds what Cache says)
@@ -203,5 +213,11 @@ func (r *Registry) start(name string, kubeconfig []byte) (*member, error) {
 			return nil, fmt.Errorf("watch cluster %s: %w", name, err)
 		}
 	}
-	return &member{c: c, stop: stop}, nil
+	view := canary.Cluster{
+		Name:     name,
+		Client:   client.WithFieldOwner(c.GetClient(), "vane"),
+		Reader:   c.GetAPIReader(),
+		Recorder: c.GetEventRecorder("vane"),
+	}
+	return &member{c: c, view: view, stop: stop}, nil
 }
