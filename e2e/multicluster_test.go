@@ -516,4 +516,3 @@ func splitOf(t *testing.T, vs *istionetworkingv1.VirtualService) [2]int32 {
 	}
 	return out
 }
-
