@@ -24,6 +24,7 @@ import (
 var (
 	currentMu   sync.Mutex
 	current     *Cluster
+	mainCtx     context.Context // cancelled by SIGINT/SIGTERM
 	interrupted atomic.Bool
 )
 
@@ -31,7 +32,7 @@ var (
 func Skipped() bool { return os.Getenv("VANE_E2E_SKIP") == "1" }
 
 // Main starts the cluster, runs the tests, dumps the component logs if the
-// run failed, and stops the cluster. SIGINT and SIGTERM also stop the cluster
+// run failed, and stops the cluster and the members StartMember started. SIGINT and SIGTERM also stop the cluster
 // (or interrupt its start-up) before the process exits. Use it as
 //
 //	func TestMain(m *testing.M) { os.Exit(framework.Main(m)) }
@@ -53,6 +54,7 @@ func Main(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "\nframework: received %v, tearing the cluster down\n", sig)
 		interrupted.Store(true)
 		cancel() // interrupts a start-up in progress; Main's own path then cleans up
+		stopMembers()
 		currentMu.Lock()
 		c := current
 		currentMu.Unlock()
@@ -76,6 +78,7 @@ func Main(m *testing.M) int {
 	}
 	currentMu.Lock()
 	current = c
+	mainCtx = ctx
 	currentMu.Unlock()
 	if ctx.Err() != nil { // a signal arrived just as start-up finished
 		_ = c.Stop()
@@ -86,6 +89,12 @@ func Main(m *testing.M) int {
 	if code != 0 && !interrupted.Load() { // interrupted: the logs are going away
 		fmt.Fprintln(os.Stderr, "framework: tests failed; component logs follow")
 		c.DumpLogs(os.Stderr)
+		for _, m := range startedMembers() {
+			m.DumpLogs(os.Stderr)
+		}
+	}
+	if err := stopMembers(); err != nil && code == 0 {
+		code = 1
 	}
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "framework: stopping the cluster: %v\n", err)
