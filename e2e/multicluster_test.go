@@ -432,7 +432,11 @@ func TestSeed003AcrossClusters(t *testing.T) {
 	v1.waitAvailable("v1")
 
 	v2.apply(helloworld(ns, "v2", seed003Strategy))
-	st := v2.waitPhase(api.PhasePaused, 60*time.Second)
+	var st api.Status
+	framework.WaitFor(t, 60*time.Second, "the side-by-side release at its pause", func(context.Context) (bool, error) {
+		st = statusIn(v2)
+		return st.Phase == api.PhasePaused, nil
+	})
 	if !st.SideBySide || st.StableVersion != "v1" || st.CanaryVersion != "v2" || st.CanaryWeight != 50 {
 		t.Fatalf("status at the pause %+v, want side by side v1 → v2 at 50%%", st)
 	}

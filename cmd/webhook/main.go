@@ -19,11 +19,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -115,7 +117,13 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("set up reconciler: %w", err)
 	}
 	if o.remoteSecrets != "" {
-		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: reconciler.WatchCluster, Changed: reconciler.ClustersChanged}
+		watch := func(name string, c cluster.Cluster) error {
+			if rotator != nil {
+				go injectMember(ctx, rotator, scheme, name, c)
+			}
+			return reconciler.WatchCluster(name, c)
+		}
+		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: watch, Changed: reconciler.ClustersChanged}
 		reconciler.Members = registry.Clusters
 		if err := registry.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up member clusters: %w", err)
@@ -134,6 +142,25 @@ func run(ctx context.Context, o *options) error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting", "webhookPort", o.webhookPort, "leaderElection", o.leaderElect)
 	return mgr.Start(ctx)
+}
+
+// injectMember keeps the member's MutatingWebhookConfiguration on vane's
+// CA, retrying for a while if the member does not answer yet.
+func injectMember(ctx context.Context, rotator *certs.Rotator, scheme *runtime.Scheme, name string, c cluster.Cluster) {
+	log := ctrl.Log.WithName("members").WithValues("cluster", name)
+	direct, err := client.New(c.GetConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		log.Error(err, "Member webhook caBundle not injected")
+		return
+	}
+	err = wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: time.Minute}, func(ctx context.Context) (bool, error) {
+		return rotator.InjectInto(ctx, direct) == nil, nil
+	})
+	if err != nil {
+		log.Error(err, "Member webhook caBundle not injected")
+		return
+	}
+	log.Info("Member webhook caBundle injected")
 }
 
 // certificates sets up the generated webhook certificate (with

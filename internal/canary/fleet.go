@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vane-io/vane/internal/api"
+	"github.com/vane-io/vane/internal/routes"
 )
 
 // MemberObservation is what the reconciler saw of one cluster's part of a
@@ -67,10 +68,23 @@ func NextFleet(st api.Status, plan *api.Plan, obs []MemberObservation, now time.
 		ds[i].st, ds[i].act = Next(st, plan, o.Observation, now)
 	}
 
-	agree := ds[0].waiting == ""
-	for _, d := range ds[1:] {
-		agree = agree && d.waiting == "" && sameMove(ds[0].st, ds[0].act, d.st, d.act)
+	// The clusters that run the release's version must agree. Those that do
+	// not yet hold back only the moves that would put traffic on the
+	// canary or end a step: pointing the pools at the versions, or taking
+	// traffic away, goes on without them.
+	lead, agree := -1, true
+	var behind []int
+	for i, d := range ds {
+		switch {
+		case d.waiting != "":
+			behind = append(behind, i)
+		case lead < 0:
+			lead = i
+		default:
+			agree = agree && sameMove(ds[lead].st, ds[lead].act, d.st, d.act)
+		}
 	}
+	agree = agree && lead >= 0 && (len(behind) == 0 || trafficStays(st, ds[lead].st, ds[lead].act, obs[lead].Split))
 	moves := make([]MemberMove, len(obs))
 	for i, d := range ds {
 		moves[i] = MemberMove{CanaryReplicas: d.act.CanaryReplicas, DeleteCanary: d.act.DeleteCanary, Unpause: d.act.Unpause, Waiting: d.waiting}
@@ -79,12 +93,15 @@ func NextFleet(st api.Status, plan *api.Plan, obs []MemberObservation, now time.
 		}
 	}
 	if agree {
-		shared := ds[0].act
+		next, shared := ds[lead].st, ds[lead].act
 		shared.CanaryReplicas, shared.DeleteCanary, shared.Unpause = nil, false, false
-		for _, d := range ds[1:] {
+		for _, d := range ds {
 			shared.RequeueAfter = minPositive(shared.RequeueAfter, d.act.RequeueAfter)
 		}
-		return ds[0].st, shared, moves
+		if len(behind) > 0 {
+			next.Message = fmt.Sprintf("waiting for cluster %s: %s", obs[behind[0]].Cluster, ds[behind[0]].waiting)
+		}
+		return next, shared, moves
 	}
 	// Held: the status stays where it is and says which cluster holds it.
 	held := st
@@ -114,6 +131,16 @@ func sameMove(a api.Status, aa Action, b api.Status, ba Action) bool {
 		return aa.Split == nil && ba.Split == nil
 	}
 	return aa.Split.Equal(*ba.Split)
+}
+
+// trafficStays reports whether a move neither ends a step nor the release
+// nor sends more traffic to the canary than cur does: what may happen while
+// a cluster has not synced the release's version yet.
+func trafficStays(st, next api.Status, act Action, cur routes.Split) bool {
+	if next.CurrentStepIndex != st.CurrentStepIndex || next.Phase != st.Phase && next.Phase != api.PhaseProgressing || act.Done || act.Unpause {
+		return false
+	}
+	return act.Split == nil || act.Split.CanaryWeight <= cur.CanaryWeight && len(act.Split.HeaderRoutes) <= len(cur.HeaderRoutes)
 }
 
 // moved reports whether a decision changes the release: its status (but

@@ -64,6 +64,21 @@ func TestNextFleet(t *testing.T) {
 			wantWaiting: []string{"", "runs version v1, not v2 yet"},
 			wantMessage: "waiting for cluster b: its Deployment runs version v1, not v2 yet",
 		},
+		"the pools are pointed while a cluster is not synced yet": {
+			st:          start,
+			obs:         []MemberObservation{unpooled(member("a", "v2", 4, nil)), unpooled(member("b", "v1", 4, nil))},
+			wantWeight:  ptr[int32](0),
+			wantCanary:  []*int32{nil, nil},
+			wantWaiting: []string{"", "runs version v1, not v2 yet"},
+			wantMessage: "waiting for cluster b",
+		},
+		"a synced cluster's canary is created while another is not synced yet": {
+			st:          start,
+			obs:         []MemberObservation{member("a", "v2", 4, nil), member("b", "v1", 4, nil)},
+			wantCanary:  []*int32{ptr[int32](1), nil},
+			wantWaiting: []string{"", "runs version v1, not v2 yet"},
+			wantMessage: "waiting for cluster b",
+		},
 		"an abort never waits for a cluster that is not synced": {
 			st:         func() api.Status { s := start; s.CurrentStepIndex, s.CanaryWeight = 2, 50; return s }(),
 			obs:        []MemberObservation{withWeight50(member("a", "v2", 4, ready(2))), withWeight50(member("b", "v1", 4, nil))},
@@ -104,6 +119,11 @@ func TestNextFleet(t *testing.T) {
 			}
 		})
 	}
+}
+
+func unpooled(o MemberObservation) MemberObservation {
+	o.Split = routes.Split{}
+	return o
 }
 
 func withWeight50(o MemberObservation) MemberObservation {
