@@ -208,7 +208,9 @@ func (r *Reconciler) releasesRoutedBy(kind string) handler.MapFunc {
 		}
 		var out []reconcile.Request
 		for i := range list.Items {
-			if st, _ := api.StatusFrom(list.Items[i].Annotations); st.InProgress() {
+			// Releases in progress, and Deployments not adopted yet (they
+			// wait for their mesh objects, see sideBySide).
+			if st, _ := api.StatusFrom(list.Items[i].Annotations); st == nil || st.InProgress() {
 				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 			}
 		}
@@ -278,12 +280,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: degradedRetry}, nil
 	}
 	if st == nil {
+		var res ctrl.Result
 		for _, t := range ts {
-			if err := r.idle(ctx, t); err != nil {
+			err := r.idle(ctx, t)
+			if errors.Is(err, errNotAdopted) {
+				res.RequeueAfter = degradedRetry
+				continue
+			}
+			if err != nil {
 				return ctrl.Result{}, err
 			}
 		}
-		return ctrl.Result{}, nil
+		return res, nil
 	}
 	if len(unreachable) > 0 {
 		return r.degraded(ctx, ts, *st, errors.Join(unreachable...))
@@ -660,6 +668,10 @@ func (r *Reconciler) ignoreAction(ctx context.Context, t target, why string) err
 	return nil
 }
 
+// errNotAdopted asks to look again at a Deployment that cannot be adopted
+// yet.
+var errNotAdopted = errors.New("not adopted yet")
+
 // errUnreachable marks a cluster of a release that did not answer.
 var errUnreachable = errors.New("unreachable")
 
@@ -808,7 +820,18 @@ func (r *Reconciler) sideBySide(ctx context.Context, t target, version string) (
 		return false, nil
 	}
 	split, err := r.router(t.d, plan).Observe(ctx)
-	if err != nil || split.StableVersion == "" || split.StableVersion == version || split.CanaryVersion != version {
+	switch {
+	case errors.Is(err, routes.ErrMissing):
+		// Not adopted yet: whether this Deployment is the stable version or
+		// a new one beside it depends on the subsets, and a GitOps sync
+		// often creates the mesh objects after the Deployments. Their
+		// creation wakes it (releasesRoutedBy) in vane's cluster; in a
+		// member it looks again (errNotAdopted).
+		ctrl.LoggerFrom(ctx).V(1).Info("Waiting for the mesh objects before adopting", "reason", err.Error())
+		return true, errNotAdopted
+	case err != nil:
+		return true, err
+	case split.StableVersion == "" || split.StableVersion == version || split.CanaryVersion != version:
 		return false, nil
 	}
 	next := api.Status{
