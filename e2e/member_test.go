@@ -197,6 +197,24 @@ func TestMemberRegistration(t *testing.T) {
 		t.Fatalf("dry-run create of a bad strategy in the member: %v, want denied by vane (annotation vane.io/strategy)", err)
 	}
 
+	// vane itself reads the Secrets of its namespace, no others.
+	vaneCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(filepath.Dir(filepath.Dir(framework.VaneLog())), "vane.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaneCS, err := kubernetes.NewForConfig(vaneCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		verb, ns string
+		want     bool
+	}{{"list", "vane-system", true}, {"watch", "vane-system", true}, {"get", "vane-system", true}, {"list", ns, false}, {"list", "", false}} {
+		if got := canI(t, vaneCS, tc.verb, "", "secrets", tc.ns, ""); got != tc.want {
+			t.Errorf("vane can-i %s secrets in %q = %v, want %v", tc.verb, tc.ns, got, tc.want)
+		}
+	}
+
 	// When it is removed, the Secret is gone.
 	framework.RemoveMember(t, m)
 	s := &corev1.Secret{}

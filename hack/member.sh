@@ -11,7 +11,7 @@
 #                                delete that Secret; --purge also removes from the
 #                                member what `add` applied (the namespace stays)
 #   hack/member.sh secret NAME   print the Secret (manifests/remote already applied
-#                                in the member), for `kubectl apply -f -`
+#                                in the member), for `kubectl apply --server-side -f -`
 #
 # vane's cluster: VANE_RUN_DIR (default /tmp/vane-cluster), where hack/vane.sh
 # runs vane; VANE_KUBECONFIG (default $VANE_RUN_DIR/kubeconfig).

@@ -19,6 +19,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
@@ -40,6 +42,9 @@ func Main(m *testing.M) int {
 	if Skipped() {
 		return m.Run()
 	}
+	// Clients made later than 30 s into the run (a member's) would print a
+	// stack trace about a logger never set.
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -53,8 +58,8 @@ func Main(m *testing.M) int {
 		}
 		fmt.Fprintf(os.Stderr, "\nframework: received %v, tearing the cluster down\n", sig)
 		interrupted.Store(true)
-		cancel() // interrupts a start-up in progress; Main's own path then cleans up
-		stopMembers()
+		cancel()          // interrupts a start-up in progress; Main's own path then cleans up
+		_ = stopMembers() // it reports its errors
 		currentMu.Lock()
 		c := current
 		currentMu.Unlock()

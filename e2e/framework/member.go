@@ -54,8 +54,13 @@ func StartMember(t testing.TB, name string) *Cluster {
 		if ctx == nil {
 			ctx = context.Background()
 		}
-		ms.c, ms.err = startNamed(ctx, name)
+		c, err := startNamed(ctx, name)
+		members.Lock() // Main's signal handler reads c
+		ms.c, ms.err = c, err
+		members.Unlock()
 	})
+	members.Lock()
+	defer members.Unlock()
 	if ms.err != nil {
 		t.Fatalf("framework: starting member cluster %s: %v", name, ms.err)
 	}
