@@ -60,6 +60,16 @@ func givenFleet(t *testing.T, replicas int, steps string) *fleet {
 
 func (f *fleet) both() []*app { return []*app{f.p, f.b} }
 
+// syncedToPause edits the version in both clusters and waits for the
+// release's first indefinite pause.
+func (f *fleet) syncedToPause(v string) {
+	f.t.Helper()
+	for _, a := range f.both() {
+		a.whenVersionEdited(v)
+	}
+	f.p.waitPhase(api.PhasePaused, 60*time.Second)
+}
+
 // sameNamespace creates namespace ns in cluster m too, deleted at the end.
 func sameNamespace(t *testing.T, m *framework.Cluster, ns string) {
 	t.Helper()
@@ -225,10 +235,7 @@ func countReason(events []string, reason string) int {
 func TestMemberUnreachable(t *testing.T) {
 	f := givenFleet(t, 1, fleetSteps)
 	p, b := f.p, f.b
-	for _, a := range f.both() {
-		a.whenVersionEdited("v2")
-	}
-	p.waitPhase(api.PhasePaused, 60*time.Second)
+	f.syncedToPause("v2")
 	before := p.observeNow()
 	vsBefore := p.virtualService()
 
@@ -267,10 +274,7 @@ func TestMemberUnreachable(t *testing.T) {
 func TestMemberDroppedAndAdded(t *testing.T) {
 	f := givenFleet(t, 1, fleetSteps)
 	p, b := f.p, f.b
-	for _, a := range f.both() {
-		a.whenVersionEdited("v2")
-	}
-	p.waitPhase(api.PhasePaused, 60*time.Second)
+	f.syncedToPause("v2")
 	if got := members(statusIn(p)); !slices.Equal(got, []string{"primary", "b"}) {
 		t.Fatalf("status shows clusters %v, want [primary b]", got)
 	}
@@ -524,4 +528,36 @@ func splitOf(t *testing.T, vs *istionetworkingv1.VirtualService) [2]int32 {
 		}
 	}
 	return out
+}
+
+// TestSideBySideMeshObjectsLater: a GitOps sync may create the opted-in v2
+// Deployment before the DestinationRule and VirtualService. vane then does
+// not adopt it as the stable version; once the mesh objects exist, the
+// side-by-side release runs (here in one cluster, bookinfo style).
+func TestSideBySideMeshObjectsLater(t *testing.T) {
+	c := framework.Vane(t)
+	ns := c.Namespace(t)
+	v1 := &app{t: t, c: c, ns: ns, name: "helloworld-v1", mesh: meshNames{vs: "gray-demo-vs", route: "http-5000", dr: "helloworld"}}
+	v2 := &app{t: t, c: c, ns: ns, name: "helloworld-v2", mesh: v1.mesh}
+	v1.apply(fmt.Sprintf(helloworldService, ns))
+	v1.apply(helloworld(ns, "v1", ""))
+	v2.apply(helloworld(ns, "v2", strings.Replace(seed003Strategy, "- pause: {}\n", "", 1)))
+	v2.waitAvailable("v2")
+	time.Sleep(2 * time.Second)
+	if st, _ := api.StatusFrom(v2.deployment().Annotations); st != nil {
+		t.Fatalf("v2 adopted before its mesh objects exist: %+v", st)
+	}
+	for _, doc := range strings.Split(fmt.Sprintf(seed003, ns), "---\n") {
+		v1.apply(doc)
+	}
+	framework.WaitFor(t, 60*time.Second, "the side-by-side release to complete", func(context.Context) (bool, error) {
+		st := statusIn(v2)
+		return st.Phase == api.PhaseHealthy && st.StableVersion == "v2", nil
+	})
+	if w := splitOf(t, v1.virtualService()); w != [2]int32{0, 100} {
+		t.Errorf("final weights v1/v2 = %v, want 0/100", w)
+	}
+	if got := v2.shiftedWeights(); !slices.Equal(got, []int32{50, 100}) {
+		t.Errorf("weights written %v, want [50 100]", got)
+	}
 }
