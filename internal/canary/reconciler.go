@@ -238,7 +238,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		case err != nil && len(clusters) == 1:
 			return ctrl.Result{}, err
 		case err != nil:
-			unreachable = append(unreachable, fmt.Errorf("cluster %s is %w: %v", c.Name, errUnreachable, err))
+			unreachable = append(unreachable, fmt.Errorf("cluster %s is %w: %w", c.Name, errUnreachable, err))
 			continue
 		}
 		t := target{Cluster: c, d: d}
