@@ -66,6 +66,8 @@ func load(ctx context.Context, c client.Client, ns, name string) (*view, error) 
 	vs := &networkingv1.VirtualService{}
 	err = c.Get(ctx, types.NamespacedName{Namespace: ns, Name: v.plan.Istio.VirtualService}, vs)
 	switch {
+	case apierrors.IsNotFound(err) && v.status != nil && len(v.status.Members) > 0:
+		v.routes = []string{fmt.Sprintf("VirtualService %s is in vane's cluster, not this one", v.plan.Istio.VirtualService)}
 	case apierrors.IsNotFound(err):
 		v.routes = []string{fmt.Sprintf("VirtualService %s not found", v.plan.Istio.VirtualService)}
 	case err != nil:
