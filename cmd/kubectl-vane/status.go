@@ -159,9 +159,9 @@ func (v *view) render(now time.Time) string {
 		fmt.Fprintf(&b, "  %s\n", r)
 	}
 	for _, m := range st.Members {
-		fmt.Fprintf(&b, "  cluster %-10s %-8s", m.Cluster, m.Version)
+		fmt.Fprintf(&b, "  cluster %-10s %s", m.Cluster, m.Version)
 		if m.Canary != "" {
-			fmt.Fprintf(&b, " canary %s ready", m.Canary)
+			fmt.Fprintf(&b, "%*s canary %s ready", max(0, 8-len(m.Version)), "", m.Canary)
 		}
 		if m.Waiting != "" {
 			fmt.Fprintf(&b, "  waiting: %s", m.Waiting)

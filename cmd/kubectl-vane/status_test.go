@@ -38,7 +38,7 @@ func TestRender(t *testing.T) {
 				status: &api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 2, Message: "waiting for cluster b: its Deployment runs version v1, not v2 yet",
 					Members: []api.MemberStatus{{Cluster: "a", Version: "v2", Canary: "1/1"}, {Cluster: "b", Version: "v1", Waiting: "its Deployment runs version v1, not v2 yet"}}}},
 			want: "p  Progressing  step 0/2\n  stable  v1       2 ready\n  canary  v2       1 ready, weight 0%\n" +
-				"  cluster a          v2       canary 1/1 ready\n  cluster b          v1        waiting: its Deployment runs version v1, not v2 yet\n" +
+				"  cluster a          v2       canary 1/1 ready\n  cluster b          v1  waiting: its Deployment runs version v1, not v2 yet\n" +
 				"  waiting for cluster b: its Deployment runs version v1, not v2 yet\n",
 		},
 		"no release": {v: view{name: "p", plan: plan}, want: "p: no release yet (vane starts one when the pod template's version label changes)\n"},

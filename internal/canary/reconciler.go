@@ -385,7 +385,7 @@ func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deploym
 	if next.CurrentStepIndex != st.CurrentStepIndex && next.StepStartedAt != nil {
 		next.StepStartedAt.Time = r.now()
 	}
-	next.Members = r.memberStatus(ts, obs, moves)
+	next.Members = r.memberStatus(ts, obs, moves, st.SideBySide)
 	for i, t := range ts {
 		a := act
 		a.Unpause = moves[i].Unpause
@@ -410,14 +410,17 @@ func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deploym
 
 // memberStatus is each cluster's part of a release, for a person; nil when
 // vane has no member clusters.
-func (r *Reconciler) memberStatus(ts []target, obs []MemberObservation, moves []MemberMove) []api.MemberStatus {
+func (r *Reconciler) memberStatus(ts []target, obs []MemberObservation, moves []MemberMove, sideBySide bool) []api.MemberStatus {
 	if r.Members == nil || len(r.Members()) == 0 {
 		return nil
 	}
 	out := make([]api.MemberStatus, len(ts))
 	for i, o := range obs {
 		out[i] = api.MemberStatus{Cluster: ts[i].Name, Version: o.Version, Waiting: moves[i].Waiting}
-		if c := o.Canary; c != nil {
+		if sideBySide {
+			// The Deployment is the canary.
+			out[i].Canary = fmt.Sprintf("%d/%d", ts[i].d.Status.AvailableReplicas, o.Replicas)
+		} else if c := o.Canary; c != nil {
 			ready := int32(0)
 			if c.Ready {
 				ready = c.Replicas
