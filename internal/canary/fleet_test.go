@@ -191,6 +191,34 @@ func TestNextFleetPromotion(t *testing.T) {
 	}
 }
 
+// TestNextFleetRollback: a version edited back in one cluster drains the
+// canary's traffic at once, but the release ends (unpausing, the canary
+// removed) only once every cluster runs the stable version again.
+func TestNextFleetRollback(t *testing.T) {
+	st := api.Status{Phase: api.PhaseRollingBack, StableVersion: "v1", CanaryVersion: "v2", StepCount: 4, CurrentStepIndex: 2, CanaryWeight: 50, StepStartedAt: &metav1.MicroTime{Time: t0}}
+	split := routes.Split{StableVersion: "v1", CanaryVersion: "v2", CanaryWeight: 50}
+	obs := []MemberObservation{
+		{Cluster: "a", Version: "v1", Observation: Observation{Replicas: 2, StableAvailable: 2, Paused: true, Canary: &CanaryObservation{Replicas: 1, Ready: true}, Split: split}},
+		{Cluster: "b", Version: "v2", Observation: Observation{Replicas: 2, StableAvailable: 2, Paused: true, Canary: &CanaryObservation{Replicas: 1, Ready: true}, Split: split}},
+	}
+	next, act, _ := NextFleet(st, seedPlan, obs, t0)
+	if act.Split == nil || act.Split.CanaryWeight != 0 || next.Phase != api.PhaseRollingBack {
+		t.Fatalf("want the canary drained while b is behind, got %+v %+v", next, act)
+	}
+	for i := range obs {
+		obs[i].Split.CanaryWeight = 0
+	}
+	next, act, moves := NextFleet(next, seedPlan, obs, t0)
+	if act.Done || moves[1].Unpause || moves[1].DeleteCanary || next.Phase != api.PhaseRollingBack || !strings.Contains(next.Message, "cluster b") {
+		t.Fatalf("the release ended while b still runs v2: %+v %+v %+v", next, act, moves[1])
+	}
+	obs[1].Version = "v1"
+	next, act, moves = NextFleet(next, seedPlan, obs, t0)
+	if !act.Done || !moves[0].Unpause || !moves[1].Unpause || !moves[1].DeleteCanary || next.Phase != api.PhaseHealthy {
+		t.Fatalf("want the release ended in both clusters, got %+v %+v %+v", next, act, moves)
+	}
+}
+
 // TestSideBySide: the Deployment is the canary; vane moves weights only,
 // never sizes it, relabels a subset or deletes it, and scales the old
 // version down only when asked.
