@@ -185,6 +185,12 @@ start() {
   local pid=$!
   echo "$pid" >"$PIDS/$name.pid"
   STARTED+=("$name")
+  # Until the forked shell has exec'ed the binary its command line is this
+  # script's, and check_alive would take it for gone: wait for the exec.
+  for _ in $(seq 100); do
+    is_ours "$pid" "$name" || ! alive_pid "$pid" && break
+    sleep 0.02
+  done
 }
 
 tail_logs() {
