@@ -256,6 +256,12 @@ func TestMemberUnreachable(t *testing.T) {
 	if _, set := p.deployment().Annotations[api.AnnotationAction]; !set {
 		t.Error("the promote was consumed while b was unreachable")
 	}
+	if n, ok := scrape(t, `vane_member_unreachable_total\{cluster="b"\}`); !ok || n < 1 {
+		t.Errorf("vane_member_unreachable_total{cluster=\"b\"} = %v (found %t), want ≥ 1", n, ok)
+	}
+	if n, ok := scrape(t, `vane_member_cluster\{cluster="b"\}`); !ok || n != 1 {
+		t.Errorf("vane_member_cluster{cluster=\"b\"} = %v (found %t), want 1", n, ok)
+	}
 
 	f.m.StartAPIServer(t)
 	framework.WaitFor(t, 90*time.Second, "the promote to apply once b is back", func(context.Context) (bool, error) {

@@ -238,6 +238,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		case err != nil && len(clusters) == 1:
 			return ctrl.Result{}, err
 		case err != nil:
+			metrics.MemberUnreachable(c.Name)
 			unreachable = append(unreachable, fmt.Errorf("cluster %s is %w: %w", c.Name, errUnreachable, err))
 			continue
 		}

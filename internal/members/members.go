@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vane-io/vane/internal/canary"
+	"github.com/vane-io/vane/internal/metrics"
 )
 
 // LabelMultiCluster marks a Secret holding member kubeconfigs (Istio's
@@ -150,6 +151,11 @@ func (r *Registry) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, 
 	if r.sync(ctx, want, kubeconfigs) && r.Changed != nil {
 		r.Changed(ctx)
 	}
+	var names []string
+	for _, c := range r.Clusters() {
+		names = append(names, c.Name)
+	}
+	metrics.Members(names)
 	return ctrl.Result{}, nil
 }
 
