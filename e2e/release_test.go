@@ -373,8 +373,13 @@ func (r *recorder) check(o observation) {
 	}
 }
 
-// look reads routes first, then pods: a weight is only ever written after its
-// pods are Ready, so pods listed later than the weight must include them.
+// look lists the pods, reads the routes, then lists the pods again, and
+// counts a subset's Ready pods in the listing that has more. A weight is
+// only ever written after its pods are Ready, so the listing after it must
+// include them; and a canary is removed only after its weight went to 0, so
+// a weight still read must find its pods in the listing before it (vane may
+// lower the weight and remove the canary between the route read and the
+// second listing).
 func (r *recorder) look(ctx context.Context) (observation, error) {
 	a := r.a
 	o := observation{at: time.Now(), canaryReplicas: -1}
@@ -393,6 +398,10 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	}
 	if st, _ := api.StatusFrom(d.Annotations); st != nil {
 		o.step, o.phase = st.CurrentStepIndex, st.Phase
+	}
+	var before, after corev1.PodList
+	if err := a.c.Client.List(ctx, &before, client.InNamespace(a.ns)); err != nil {
+		return o, err
 	}
 	if err := a.c.Client.Get(ctx, a.key(a.names().vs), vs); err != nil {
 		return o, err
@@ -424,22 +433,30 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 			o.canarySubset = s.Labels
 		}
 	}
-	var pods corev1.PodList
-	if err := a.c.Client.List(ctx, &pods, client.InNamespace(a.ns)); err != nil {
+	if err := a.c.Client.List(ctx, &after, client.InNamespace(a.ns)); err != nil {
 		return o, err
 	}
+	stableBefore, canaryBefore := readyIn(&before, o.stableSubset, o.canarySubset)
+	o.stableReady, o.canaryReady = readyIn(&after, o.stableSubset, o.canarySubset)
+	o.stableReady, o.canaryReady = max(o.stableReady, stableBefore), max(o.canaryReady, canaryBefore)
+	return o, nil
+}
+
+// readyIn counts the Ready pods of pods that the stable and the canary
+// subset select.
+func readyIn(pods *corev1.PodList, stableSubset, canarySubset map[string]string) (stable, canary int) {
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp != nil || !podReady(&p) {
 			continue
 		}
-		if labels.SelectorFromSet(o.stableSubset).Matches(labels.Set(p.Labels)) {
-			o.stableReady++
+		if labels.SelectorFromSet(stableSubset).Matches(labels.Set(p.Labels)) {
+			stable++
 		}
-		if labels.SelectorFromSet(o.canarySubset).Matches(labels.Set(p.Labels)) {
-			o.canaryReady++
+		if labels.SelectorFromSet(canarySubset).Matches(labels.Set(p.Labels)) {
+			canary++
 		}
 	}
-	return o, nil
+	return stable, canary
 }
 
 func podReady(p *corev1.Pod) bool {
