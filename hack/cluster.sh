@@ -10,9 +10,30 @@
 #   hack/cluster.sh down    stop exactly the processes `up` recorded, remove run dir
 #   hack/cluster.sh env     print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status  print each component's pid and whether it is alive
+#   hack/cluster.sh stop-apiserver   stop only kube-apiserver (data and the rest stay)
+#   hack/cluster.sh start-apiserver  start it again with the same flags, wait for /readyz
 #
+# Every command takes --name NAME (or VANE_CLUSTER_NAME): a second cluster
+# beside the default one, in /tmp/vane-cluster-NAME on its own ports.
 # See hack/README.md for ports, environment variables and measured figures.
 set -euo pipefail
+
+CMD=${1:-}
+(($# == 0)) || shift
+CLUSTER_NAME=${VANE_CLUSTER_NAME:-}
+MESH=0
+while (($#)); do
+  case $1 in
+  --name) (($# >= 2)) || { echo "cluster.sh: --name needs a value" >&2; exit 2; }; CLUSTER_NAME=$2; shift 2 ;;
+  --name=*) CLUSTER_NAME=${1#--name=}; shift ;;
+  --mesh) MESH=1; shift ;;
+  *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [[ -n $CLUSTER_NAME && ! $CLUSTER_NAME =~ ^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$ ]]; then
+  echo "cluster.sh: cluster name '$CLUSTER_NAME' must be lower-case letters, digits and '-' (at most 32)" >&2
+  exit 2
+fi
 
 K8S_VERSION=v1.37.2
 ISTIO_API_MODULE=istio.io/api@v1.31.4
@@ -23,10 +44,28 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS_DIR=$ROOT/hack/tools
 SELF=$ROOT/hack/cluster.sh
 BIN=${VANE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vane/k8s-$K8S_VERSION/bin}
-RUN_DIR=${VANE_RUN_DIR:-/tmp/vane-cluster}
-ETCD_PORT=${VANE_ETCD_PORT:-23790}
-ETCD_PEER_PORT=${VANE_ETCD_PEER_PORT:-23800}
-APISERVER_PORT=${VANE_APISERVER_PORT:-16443}
+if [[ -z $CLUSTER_NAME ]]; then
+  RUN_DIR=${VANE_RUN_DIR:-/tmp/vane-cluster}
+  ETCD_PORT=${VANE_ETCD_PORT:-23790}
+  ETCD_PEER_PORT=${VANE_ETCD_PEER_PORT:-23800}
+  APISERVER_PORT=${VANE_APISERVER_PORT:-16443}
+  CONTEXT=vane
+else
+  # A named cluster's default ports come from its name: API server in
+  # 17000-17999, etcd in 24000-25999, all apart from the unnamed cluster's
+  # (16443, 23790, 23800) and hack/vane.sh's (18080, 18081, 19443). Two
+  # names may still meet; `up` checks the ports and says so.
+  _slot=$(($(printf '%s' "$CLUSTER_NAME" | cksum | cut -d' ' -f1) % 1000))
+  RUN_DIR=${VANE_RUN_DIR:-/tmp/vane-cluster-$CLUSTER_NAME}
+  ETCD_PORT=${VANE_ETCD_PORT:-$((24000 + 2 * _slot))}
+  ETCD_PEER_PORT=${VANE_ETCD_PEER_PORT:-$((24001 + 2 * _slot))}
+  APISERVER_PORT=${VANE_APISERVER_PORT:-$((17000 + _slot))}
+  CONTEXT=$CLUSTER_NAME
+  unset _slot
+fi
+# Children (the watchdog's `down`, hack/mesh.sh) must act on this cluster.
+export VANE_RUN_DIR=$RUN_DIR VANE_CLUSTER_NAME=$CLUSTER_NAME
+export VANE_ETCD_PORT=$ETCD_PORT VANE_ETCD_PEER_PORT=$ETCD_PEER_PORT VANE_APISERVER_PORT=$APISERVER_PORT
 START_TIMEOUT=${VANE_START_TIMEOUT:-90}
 # Extra flags appended to a component's command line, e.g.
 # VANE_APISERVER_FLAGS="--v=4".
@@ -142,10 +181,16 @@ is_ours() {
 start() {
   local name=$1
   shift
-  setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
+  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
   local pid=$!
   echo "$pid" >"$PIDS/$name.pid"
   STARTED+=("$name")
+  # Until the forked shell has exec'ed the binary its command line is this
+  # script's, and check_alive would take it for gone: wait for the exec.
+  for _ in $(seq 100); do
+    is_ours "$pid" "$name" || ! alive_pid "$pid" && break
+    sleep 0.02
+  done
 }
 
 tail_logs() {
@@ -258,7 +303,7 @@ write_kubeconfig() { # write_kubeconfig FILE CERTNAME
 apiVersion: v1
 kind: Config
 clusters:
-- name: vane
+- name: $CONTEXT
   cluster:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority-data: $($b64 <"$PKI/ca.crt")
@@ -268,11 +313,11 @@ users:
     client-certificate-data: $($b64 <"$PKI/$2.crt")
     client-key-data: $($b64 <"$PKI/$2.key")
 contexts:
-- name: vane
+- name: $CONTEXT
   context:
-    cluster: vane
+    cluster: $CONTEXT
     user: $2
-current-context: vane
+current-context: $CONTEXT
 EOF
   chmod 600 "$1"
 }
@@ -481,30 +526,37 @@ cmd_up() {
     --log-level=warn \
     $VANE_ETCD_FLAGS
 
-  # shellcheck disable=SC2086
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --secure-port="$APISERVER_PORT" \
-    --endpoint-reconciler-type=none \
-    --tls-cert-file="$PKI/apiserver.crt" \
-    --tls-private-key-file="$PKI/apiserver.key" \
-    --client-ca-file="$PKI/ca.crt" \
-    --authorization-mode=Node,RBAC \
-    --allow-privileged=true \
-    --service-cluster-ip-range=10.96.0.0/16 \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$PKI/sa.pub" \
-    --service-account-signing-key-file="$PKI/sa.key" \
-    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
-    --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User \
-    --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
-    --proxy-client-key-file="$PKI/front-proxy-client.key" \
-    $VANE_APISERVER_FLAGS
+  # SC2054: the commas are inside flag values; SC2206: the flags are meant to split.
+  # shellcheck disable=SC2054,SC2206
+  local apiserver=("$BIN/kube-apiserver"
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT"
+    --bind-address=127.0.0.1
+    --advertise-address=127.0.0.1
+    --secure-port="$APISERVER_PORT"
+    --endpoint-reconciler-type=none
+    --tls-cert-file="$PKI/apiserver.crt"
+    --tls-private-key-file="$PKI/apiserver.key"
+    --client-ca-file="$PKI/ca.crt"
+    --authorization-mode=Node,RBAC
+    --allow-privileged=true
+    --service-cluster-ip-range=10.96.0.0/16
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    --service-account-key-file="$PKI/sa.pub"
+    --service-account-signing-key-file="$PKI/sa.key"
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt"
+    --requestheader-allowed-names=front-proxy-client
+    --requestheader-username-headers=X-Remote-User
+    --requestheader-group-headers=X-Remote-Group
+    --requestheader-extra-headers-prefix=X-Remote-Extra-
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt"
+    --proxy-client-key-file="$PKI/front-proxy-client.key"
+    # Without it a SIGTERM waits ~60s for the other components' watches
+    # (stop-apiserver stops it while they run); with it: ~2s.
+    --shutdown-watch-termination-grace-period=1s
+    $VANE_APISERVER_FLAGS)
+  # start-apiserver runs exactly this again.
+  printf '%s\0' "${apiserver[@]}" >"$RUN_DIR/kube-apiserver.args"
+  start kube-apiserver "${apiserver[@]}"
 
   # Controller manager and scheduler wait for the API server on their own;
   # starting them now overlaps their start-up with the API server's.
@@ -546,7 +598,7 @@ cmd_up() {
   # Tear the cluster down when the owning process dies (used by the Go e2e
   # framework: covers `go test -timeout` panics and SIGKILL).
   if [[ -n ${VANE_OWNER_PID:-} ]]; then
-    start watchdog bash "$SELF" _watchdog "$VANE_OWNER_PID"
+    start watchdog bash "$SELF" _watchdog
   fi
 
   wait_for "kube-apiserver /readyz on 127.0.0.1:$APISERVER_PORT" "$START_TIMEOUT" apiserver_ready
@@ -608,6 +660,9 @@ cmd_status() {
   for c in "${COMPONENTS[@]}" watchdog "${extra[@]}"; do
     if pid=$(pid_of "$c"); then
       printf '%-24s running  pid %s\n' "$c" "$pid"
+    elif [[ $c == kube-apiserver && -f $RUN_DIR/kube-apiserver.stopped ]]; then
+      printf '%-24s stopped  (hack/cluster.sh stop-apiserver)\n' "$c"
+      rc=1
     elif [[ -f $PIDS/$c.pid ]]; then
       printf '%-24s DEAD     pid %s\n' "$c" "$(<"$PIDS/$c.pid")"
       rc=1
@@ -619,32 +674,71 @@ cmd_status() {
   return $rc
 }
 
+# stop-apiserver / start-apiserver: make the cluster unreachable and bring it
+# back (e.g. a member cluster lost mid-release). etcd, the other components,
+# the data and the certificates stay; start-apiserver runs the command line
+# `up` recorded in kube-apiserver.args, so the port and flags are the same.
+cmd_stop_apiserver() {
+  [[ -f $RUN_DIR/kube-apiserver.args ]] || die "no cluster in $RUN_DIR"
+  if ! pid_of kube-apiserver >/dev/null; then
+    log "kube-apiserver in $RUN_DIR is not running"
+    return 0
+  fi
+  stop_pids 15 kube-apiserver
+  wait_reaped
+  rm -f "$PIDS/kube-apiserver.pid"
+  : >"$RUN_DIR/kube-apiserver.stopped"
+  log "kube-apiserver in $RUN_DIR stopped"
+}
+
+cmd_start_apiserver() {
+  local args=() port a
+  [[ -f $RUN_DIR/kube-apiserver.args ]] || die "no cluster in $RUN_DIR"
+  mapfile -d '' args <"$RUN_DIR/kube-apiserver.args"
+  for a in "${args[@]}"; do
+    [[ $a == --secure-port=* ]] && port=${a#--secure-port=}
+  done
+  [[ -n ${port:-} ]] || die "no --secure-port in $RUN_DIR/kube-apiserver.args"
+  APISERVER_PORT=$port
+  if pid_of kube-apiserver >/dev/null; then
+    log "kube-apiserver in $RUN_DIR is already running"
+  else
+    ! port_in_use "$port" || die "port 127.0.0.1:$port is in use"
+    STARTED=()
+    T0=$EPOCHREALTIME
+    start kube-apiserver "${args[@]}"
+  fi
+  rm -f "$RUN_DIR/kube-apiserver.stopped"
+  wait_for "kube-apiserver /readyz on 127.0.0.1:$port" "$START_TIMEOUT" apiserver_ready
+  log "kube-apiserver in $RUN_DIR ready after $(elapsed)"
+}
+
 cmd_watchdog() {
   local owner=$1
   while kill -0 "$owner" 2>/dev/null; do sleep 1; done
   exec bash "$SELF" down
 }
 
-case ${1:-} in
+case $CMD in
 build) cmd_build ;;
 up)
-  case ${2:-} in
-  "") cmd_up ;;
-  --mesh)
+  if ((MESH)); then
     bash "$ROOT/hack/mesh.sh" build
     cmd_up >/dev/null
     bash "$ROOT/hack/mesh.sh" start >/dev/null
     print_env
-    ;;
-  *) die "up: unknown option ${2}" ;;
-  esac
+  else
+    cmd_up
+  fi
   ;;
 down) cmd_down ;;
 env) print_env ;;
 status) cmd_status ;;
-_watchdog) cmd_watchdog "$2" ;;
+stop-apiserver) cmd_stop_apiserver ;;
+start-apiserver) cmd_start_apiserver ;;
+_watchdog) cmd_watchdog "${VANE_OWNER_PID:?}" ;;
 *)
-  sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,19s/^# \{0,1\}//p' "$0" >&2
   exit 2
   ;;
 esac

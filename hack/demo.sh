@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo.sh [weight|header|all]: the seed's scenarios on a local cluster.
+# demo.sh [weight|header|multicluster|all]: the seed's scenarios on a local cluster.
 # Starts the control plane and vane (registered over TLS), deploys the seed's
 # dubbo3 app as plain opted-in Deployments, edits the provider's version
 # v1 → v2 as `kubectl edit` would, and follows the release with
@@ -8,6 +8,9 @@
 #           rollouts/v1; 5% → pause → 50% → pause → promoted.
 #   header: rollouts-legacy/v1; a `lane: test-v2` route to v2, waiting for
 #           `kubectl vane promote`.
+#   multicluster: seed 003 across two control planes: v1 and the mesh config
+#           in vane's cluster, v2 opted in in member cluster b (registered
+#           by a remote Secret); 20% → 50% → promoted → v1 scaled down.
 # Everything it started is stopped at the end (KEEP=1 leaves it running).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +24,7 @@ cleanup() {
   fi
   hack/vane.sh stop || true
   hack/cluster.sh down >/dev/null || true
+  [[ -d $VANE_RUN_DIR-b ]] && VANE_RUN_DIR=$VANE_RUN_DIR-b hack/cluster.sh down --name b >/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -87,9 +91,42 @@ header() {
   kubectl vane status --watch dubbo3-provider -n demo-header
 }
 
+multicluster() {
+  local b=$VANE_RUN_DIR-b
+  say "a second control plane, cluster b, beside vane's (in $b)"
+  VANE_RUN_DIR=$b hack/cluster.sh up --name b >/dev/null
+  say "register b: manifests/remote in b, a remote Secret (istio/multiCluster=true) in vane's cluster"
+  VANE_MEMBER_RUN_DIR=$b hack/member.sh add b
+  kubectl -n vane-system get secrets -l istio/multiCluster=true
+
+  say "seed 003 in vane's cluster: helloworld v1, the DestinationRule, Gateway and VirtualService (80/20)"
+  kubectl apply -f examples/multicluster/primary.yaml
+  kubectl -n gray-demo rollout status deploy/helloworld-v1 --timeout=60s
+
+  say "in cluster b: helloworld v2, opted in (a side-by-side release: only the weights move)"
+  KUBECONFIG=$b/kubeconfig kubectl apply -f examples/multicluster/member.yaml
+  for _ in $(seq 300); do
+    [[ $(KUBECONFIG=$b/kubeconfig kubectl -n gray-demo get deploy helloworld-v2 -o jsonpath='{.metadata.annotations.vane\.io/status}') == *'"phase":"Paused"'* ]] && break
+    sleep 0.1
+  done
+  say "kubectl vane status helloworld-v2 (against cluster b): waiting for a person at 50%"
+  KUBECONFIG=$b/kubeconfig kubectl vane status helloworld-v2 -n gray-demo
+  kubectl -n gray-demo get virtualservice gray-demo-vs -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight} {end}{"\n"}'
+
+  say "kubectl vane promote helloworld-v2 (against cluster b)"
+  KUBECONFIG=$b/kubeconfig kubectl vane promote helloworld-v2 -n gray-demo
+  KUBECONFIG=$b/kubeconfig kubectl vane status --watch helloworld-v2 -n gray-demo
+
+  say "after the release: all traffic on v2 in cluster b, v1 in vane's cluster scaled to zero"
+  kubectl -n gray-demo get virtualservice gray-demo-vs -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight} {end}{"\n"}'
+  kubectl -n gray-demo get deploy helloworld-v1
+  KUBECONFIG=$b/kubeconfig kubectl -n gray-demo get deploy helloworld-v2
+}
+
 case ${1:-weight} in
   weight) weight ;;
   header) header ;;
-  all) weight; header ;;
-  *) echo "usage: $0 [weight|header|all]" >&2; exit 2 ;;
+  multicluster) multicluster ;;
+  all) weight; header; multicluster ;;
+  *) echo "usage: $0 [weight|header|multicluster|all]" >&2; exit 2 ;;
 esac

@@ -61,6 +61,7 @@ start() {
   service_account_kubeconfig "$RUN_DIR/vane.kubeconfig"
   KUBECONFIG=$RUN_DIR/vane.kubeconfig setsid "$VANE_BIN" \
     --leader-election-namespace vane-system \
+    --cluster-name primary --remote-secrets-namespace vane-system \
     --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" \
     --cert-dir "$RUN_DIR/vane-certs" --self-signed-hosts 127.0.0.1 "${webhook_args[@]}" \
     --health-probe-bind-address "127.0.0.1:$PROBE_PORT" --metrics-bind-address "127.0.0.1:$METRICS_PORT" \

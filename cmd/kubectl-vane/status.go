@@ -66,6 +66,8 @@ func load(ctx context.Context, c client.Client, ns, name string) (*view, error) 
 	vs := &networkingv1.VirtualService{}
 	err = c.Get(ctx, types.NamespacedName{Namespace: ns, Name: v.plan.Istio.VirtualService}, vs)
 	switch {
+	case apierrors.IsNotFound(err) && v.status != nil && len(v.status.Members) > 0:
+		v.routes = []string{fmt.Sprintf("VirtualService %s is in vane's cluster, not this one", v.plan.Istio.VirtualService)}
 	case apierrors.IsNotFound(err):
 		v.routes = []string{fmt.Sprintf("VirtualService %s not found", v.plan.Istio.VirtualService)}
 	case err != nil:
@@ -155,6 +157,16 @@ func (v *view) render(now time.Time) string {
 	}
 	for _, r := range v.routes {
 		fmt.Fprintf(&b, "  %s\n", r)
+	}
+	for _, m := range st.Members {
+		fmt.Fprintf(&b, "  cluster %-10s %s", m.Cluster, m.Version)
+		if m.Canary != "" {
+			fmt.Fprintf(&b, "%*s canary %s ready", max(0, 8-len(m.Version)), "", m.Canary)
+		}
+		if m.Waiting != "" {
+			fmt.Fprintf(&b, "  waiting: %s", m.Waiting)
+		}
+		b.WriteString("\n")
 	}
 	if st.Message != "" {
 		fmt.Fprintf(&b, "  %s\n", st.Message)

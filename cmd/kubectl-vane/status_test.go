@@ -33,6 +33,14 @@ func TestRender(t *testing.T) {
 			v:    view{name: "p", plan: plan, ready: map[string]int{"v2": 2}, status: &api.Status{Phase: api.PhaseHealthy, StableVersion: "v2", CurrentStepIndex: 2, StepCount: 2}},
 			want: "p  Healthy  step 2/2\n  stable  v2       2 ready\n",
 		},
+		"a release across clusters shows each cluster's part": {
+			v: view{name: "p", plan: plan, ready: map[string]int{"v1": 2, "v2": 1},
+				status: &api.Status{Phase: api.PhaseProgressing, StableVersion: "v1", CanaryVersion: "v2", StepCount: 2, Message: "waiting for cluster b: its Deployment runs version v1, not v2 yet",
+					Members: []api.MemberStatus{{Cluster: "a", Version: "v2", Canary: "1/1"}, {Cluster: "b", Version: "v1", Waiting: "its Deployment runs version v1, not v2 yet"}}}},
+			want: "p  Progressing  step 0/2\n  stable  v1       2 ready\n  canary  v2       1 ready, weight 0%\n" +
+				"  cluster a          v2       canary 1/1 ready\n  cluster b          v1  waiting: its Deployment runs version v1, not v2 yet\n" +
+				"  waiting for cluster b: its Deployment runs version v1, not v2 yet\n",
+		},
 		"no release": {v: view{name: "p", plan: plan}, want: "p: no release yet (vane starts one when the pod template's version label changes)\n"},
 	}
 	for name, tc := range cases {

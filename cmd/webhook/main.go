@@ -15,13 +15,17 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -30,6 +34,7 @@ import (
 	"github.com/vane-io/vane/internal/api"
 	"github.com/vane-io/vane/internal/canary"
 	"github.com/vane-io/vane/internal/certs"
+	"github.com/vane-io/vane/internal/members"
 	"github.com/vane-io/vane/internal/mutate"
 )
 
@@ -47,6 +52,7 @@ type options struct {
 	leaseDuration, renewDeadline time.Duration
 	retryPeriod                  time.Duration
 	workers                      int
+	clusterName, remoteSecrets   string
 	zap                          zap.Options
 }
 
@@ -71,6 +77,8 @@ func parseFlags() *options {
 	// 10, as Argo Rollouts' --rollout-threads: a reconcile waits mostly on
 	// the API server, so one worker makes releases queue behind each other.
 	flag.IntVar(&o.workers, "max-concurrent-reconciles", 10, "how many releases are reconciled at once (each one by one)")
+	flag.StringVar(&o.clusterName, "cluster-name", "primary", "name of the cluster vane runs in, as releases that span clusters show it")
+	flag.StringVar(&o.remoteSecrets, "remote-secrets-namespace", "", "namespace of the remote Secrets (labelled istio/multiCluster=true, one kubeconfig per member cluster) whose clusters take part in releases; empty: vane's own cluster only")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -104,13 +112,27 @@ func run(ctx context.Context, o *options) error {
 	}
 	mgr.GetWebhookServer().Register(mutate.Path, &webhook.Admission{Handler: mutate.NewHandler()})
 	reconciler := &canary.Reconciler{
-		Client:   client.WithFieldOwner(mgr.GetClient(), "vane"),
-		Reader:   mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("vane"),
-		Workers:  o.workers,
+		Client:      client.WithFieldOwner(mgr.GetClient(), "vane"),
+		Reader:      mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("vane"),
+		ClusterName: o.clusterName,
+		Workers:     o.workers,
 	}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up reconciler: %w", err)
+	}
+	if o.remoteSecrets != "" {
+		watch := func(name string, c cluster.Cluster) error {
+			if rotator != nil {
+				go injectMember(ctx, rotator, scheme, name, c)
+			}
+			return reconciler.WatchCluster(name, c)
+		}
+		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: watch, Changed: reconciler.ClustersChanged}
+		reconciler.Members = registry.Clusters
+		if err := registry.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up member clusters: %w", err)
+		}
 	}
 	if err := errors.Join(
 		mgr.AddHealthzCheck("ping", healthz.Ping),
@@ -125,6 +147,25 @@ func run(ctx context.Context, o *options) error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting", "webhookPort", o.webhookPort, "leaderElection", o.leaderElect)
 	return mgr.Start(ctx)
+}
+
+// injectMember keeps the member's MutatingWebhookConfiguration on vane's
+// CA, retrying for a while if the member does not answer yet.
+func injectMember(ctx context.Context, rotator *certs.Rotator, scheme *runtime.Scheme, name string, c cluster.Cluster) {
+	log := ctrl.Log.WithName("members").WithValues("cluster", name)
+	direct, err := client.New(c.GetConfig(), client.Options{Scheme: scheme})
+	if err != nil {
+		log.Error(err, "Member webhook caBundle not injected")
+		return
+	}
+	err = wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: time.Minute}, func(ctx context.Context) (bool, error) {
+		return rotator.InjectInto(ctx, direct) == nil, nil
+	})
+	if err != nil {
+		log.Error(err, "Member webhook caBundle not injected")
+		return
+	}
+	log.Info("Member webhook caBundle injected")
 }
 
 // certificates sets up the generated webhook certificate (with
@@ -161,21 +202,34 @@ func certificates(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme,
 	return r, nil
 }
 
+// deploymentCache is the cache of vane's cluster and of every member: only
+// Deployments labelled vane.io/canary (opted-in ones and the canaries vane
+// creates), so memory does not grow with the cluster's other Deployments.
+func deploymentCache() cache.Options {
+	labelled := labels.SelectorFromSet(nil)
+	if req, err := labels.NewRequirement(api.LabelCanary, selection.Exists, nil); err == nil {
+		labelled = labelled.Add(*req)
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}}
+}
+
 func newManager(cfg *rest.Config, scheme *runtime.Scheme, o *options, rotator *certs.Rotator) (ctrl.Manager, error) {
 	webhookOpts := webhook.Options{Host: o.webhookHost, Port: o.webhookPort, CertDir: o.certDir}
 	if rotator != nil {
 		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = rotator.GetCertificate }}
 	}
-	// The cache holds only Deployments labelled vane.io/canary (opted-in
-	// ones and the canaries vane creates), so memory does not grow with
-	// the cluster's other Deployments.
-	labelled, err := labels.Parse(api.LabelCanary)
-	if err != nil {
-		return nil, err
+	cacheOpts := deploymentCache()
+	if o.remoteSecrets != "" {
+		// Only the remote Secrets: vane may list Secrets in its namespace,
+		// and keeps none but these.
+		cacheOpts.ByObject[&corev1.Secret{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{o.remoteSecrets: {}},
+			Label:      labels.SelectorFromSet(labels.Set{members.LabelMultiCluster: "true"}),
+		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.Deployment{}: {Label: labelled}}},
+		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,

@@ -66,6 +66,10 @@ const LogTailLines = 50
 
 // Cluster is a running control plane.
 type Cluster struct {
+	// Name is "" for the cluster Main starts (the primary, where vane runs)
+	// and the member's name for one from StartMember (hack/cluster.sh --name:
+	// also its kubeconfig's cluster and context).
+	Name string
 	// RESTConfig authenticates as cluster admin (system:masters).
 	RESTConfig *rest.Config
 	// Client is a controller-runtime client whose Scheme has client-go's
@@ -113,11 +117,21 @@ func StartContext(ctx context.Context) (*Cluster, error) {
 	if c, ok, err := reuse(ctx); ok || err != nil {
 		return c, err
 	}
+	return startNamed(ctx, "")
+}
+
+// startNamed starts a cluster with `hack/cluster.sh up` (--name name unless
+// "") in a fresh temporary run dir on free ports.
+func startNamed(ctx context.Context, name string) (*Cluster, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	runDir, err := os.MkdirTemp("", "vane-e2e-")
+	prefix := "vane-e2e-"
+	if name != "" {
+		prefix += name + "-"
+	}
+	runDir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -126,12 +140,14 @@ func StartContext(ctx context.Context) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
+		Name:       name,
 		Kubeconfig: filepath.Join(runDir, "kubeconfig"),
 		RunDir:     runDir,
 		root:       root,
 		owned:      true,
 	}
 	env := []string{
+		"VANE_CLUSTER_NAME=" + name,
 		"VANE_RUN_DIR=" + runDir,
 		"VANE_APISERVER_PORT=" + strconv.Itoa(ports[0]),
 		"VANE_ETCD_PORT=" + strconv.Itoa(ports[1]),
@@ -142,7 +158,7 @@ func StartContext(ctx context.Context) (*Cluster, error) {
 		// is gone, even if it is killed or panics on a test timeout.
 		env = append(env, "VANE_OWNER_PID="+strconv.Itoa(os.Getpid()))
 	}
-	fmt.Fprintf(os.Stderr, "framework: starting cluster in %s (API port %d)\n", runDir, ports[0])
+	fmt.Fprintf(os.Stderr, "framework: starting cluster %s in %s (API port %d)\n", c.label(), runDir, ports[0])
 	start := time.Now()
 	if _, err := c.script(ctx, env, "up"); err != nil {
 		if ctx.Err() == nil {
@@ -151,7 +167,7 @@ func StartContext(ctx context.Context) (*Cluster, error) {
 		_ = c.Stop()
 		return nil, fmt.Errorf("hack/cluster.sh up: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "framework: cluster ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+	fmt.Fprintf(os.Stderr, "framework: cluster %s ready in %s\n", c.label(), time.Since(start).Round(10*time.Millisecond))
 	if err := c.connect(); err != nil {
 		_ = c.Stop()
 		return nil, err
@@ -269,6 +285,14 @@ func (c *Cluster) script(ctx context.Context, env []string, args ...string) (str
 	return stdout.String(), err
 }
 
+// label names the cluster in messages: "primary" or "member <name>".
+func (c *Cluster) label() string {
+	if c.Name == "" {
+		return "primary"
+	}
+	return "member " + c.Name
+}
+
 // DumpLogs writes the last LogTailLines lines of every component log
 // (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, ...).
 func (c *Cluster) DumpLogs(w io.Writer) {
@@ -276,6 +300,7 @@ func (c *Cluster) DumpLogs(w io.Writer) {
 		fmt.Fprintln(w, "framework: no run dir known, no component logs to dump")
 		return
 	}
+	fmt.Fprintf(w, "\nframework: logs of the %s cluster (%s)\n", c.label(), c.RunDir)
 	files, _ := filepath.Glob(filepath.Join(c.RunDir, "logs", "*.log"))
 	sort.Strings(files)
 	if len(files) == 0 {

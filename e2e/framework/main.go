@@ -19,11 +19,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
 	currentMu   sync.Mutex
 	current     *Cluster
+	mainCtx     context.Context // cancelled by SIGINT/SIGTERM
 	interrupted atomic.Bool
 )
 
@@ -31,7 +34,7 @@ var (
 func Skipped() bool { return os.Getenv("VANE_E2E_SKIP") == "1" }
 
 // Main starts the cluster, runs the tests, dumps the component logs if the
-// run failed, and stops the cluster. SIGINT and SIGTERM also stop the cluster
+// run failed, and stops the cluster and the members StartMember started. SIGINT and SIGTERM also stop the cluster
 // (or interrupt its start-up) before the process exits. Use it as
 //
 //	func TestMain(m *testing.M) { os.Exit(framework.Main(m)) }
@@ -39,6 +42,9 @@ func Main(m *testing.M) int {
 	if Skipped() {
 		return m.Run()
 	}
+	// Clients made later than 30 s into the run (a member's) would print a
+	// stack trace about a logger never set.
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -52,7 +58,8 @@ func Main(m *testing.M) int {
 		}
 		fmt.Fprintf(os.Stderr, "\nframework: received %v, tearing the cluster down\n", sig)
 		interrupted.Store(true)
-		cancel() // interrupts a start-up in progress; Main's own path then cleans up
+		cancel()          // interrupts a start-up in progress; Main's own path then cleans up
+		_ = stopMembers() // it reports its errors
 		currentMu.Lock()
 		c := current
 		currentMu.Unlock()
@@ -76,6 +83,7 @@ func Main(m *testing.M) int {
 	}
 	currentMu.Lock()
 	current = c
+	mainCtx = ctx
 	currentMu.Unlock()
 	if ctx.Err() != nil { // a signal arrived just as start-up finished
 		_ = c.Stop()
@@ -86,6 +94,12 @@ func Main(m *testing.M) int {
 	if code != 0 && !interrupted.Load() { // interrupted: the logs are going away
 		fmt.Fprintln(os.Stderr, "framework: tests failed; component logs follow")
 		c.DumpLogs(os.Stderr)
+		for _, m := range startedMembers() {
+			m.DumpLogs(os.Stderr)
+		}
+	}
+	if err := stopMembers(); err != nil && code == 0 {
+		code = 1
 	}
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "framework: stopping the cluster: %v\n", err)

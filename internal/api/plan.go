@@ -22,6 +22,12 @@ type Plan struct {
 	Istio IstioRouting
 	// Steps run in order; after the last one the release is promoted.
 	Steps []Step
+	// ScaleDownDelay, for a side-by-side release (see Status.SideBySide):
+	// once all traffic is on the new version, the Deployments of the old
+	// one, in every cluster, are scaled to zero this long after the last
+	// step. nil keeps them running. An in-place release ignores it: its old
+	// pods are replaced by the native rollout.
+	ScaleDownDelay *time.Duration
 }
 
 // Routed reports whether traffic is split by a mesh (trafficRouting is set).
@@ -117,6 +123,9 @@ type rawCanary struct {
 	Steps          []rawStep          `json:"steps"`
 	CanaryService  string             `json:"canaryService"`
 	StableService  string             `json:"stableService"`
+	// ScaleDownDelaySeconds is Argo Rollouts' delay before the old version
+	// is scaled down; vane uses it for side-by-side releases only.
+	ScaleDownDelaySeconds *int32 `json:"scaleDownDelaySeconds"`
 }
 
 type rawTrafficRouting struct {
@@ -218,7 +227,7 @@ func decodeStrict(text string) (*rawCanary, error) {
 		for _, e := range strict {
 			msgs = append(msgs, e.Error())
 		}
-		return nil, fieldErr("", "has %s; accepted fields are canaryService, stableService, trafficRouting.{istio{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}},managedRoutes[].name} and steps[].{setWeight,pause{duration},setCanaryScale{weight|replicas (a number or \"50%%\")|matchTrafficWeight},setHeaderRoute{name,match[]{headerName,headerValue{exact|prefix|regex}}}}", strings.Join(msgs, "; "))
+		return nil, fieldErr("", "has %s; accepted fields are canaryService, stableService, scaleDownDelaySeconds, trafficRouting.{istio{virtualService{name,routes},destinationRule{name,stableSubsetName,canarySubsetName}},managedRoutes[].name} and steps[].{setWeight,pause{duration},setCanaryScale{weight|replicas (a number or \"50%%\")|matchTrafficWeight},setHeaderRoute{name,match[]{headerName,headerValue{exact|prefix|regex}}}}", strings.Join(msgs, "; "))
 	}
 	return &raw, nil
 }
@@ -234,6 +243,13 @@ func (r *rawCanary) validate() (*Plan, error) {
 			return nil, err
 		}
 		p.Steps = append(p.Steps, step)
+	}
+	if n := r.ScaleDownDelaySeconds; n != nil {
+		if *n < 0 {
+			return nil, fieldErr("scaleDownDelaySeconds", "is %d; use a number of seconds ≥ 0 (side-by-side releases scale the old version's Deployments to zero that long after the last step)", *n)
+		}
+		d := time.Duration(*n) * time.Second
+		p.ScaleDownDelay = &d
 	}
 	return p, nil
 }

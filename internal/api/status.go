@@ -84,6 +84,27 @@ type Status struct {
 	StepStartedAt *metav1.MicroTime `json:"stepStartedAt,omitempty"`
 	// Message says, for a person, what the release waits for.
 	Message string `json:"message,omitempty"`
+	// SideBySide marks a release whose Deployment is itself the canary: it
+	// runs the new version beside other Deployments (often in other
+	// clusters) that run the stable one, and only the weights move.
+	SideBySide bool `json:"sideBySide,omitempty"`
+	// Members is each cluster's part of a release that spans several
+	// clusters (absent when vane has no member clusters).
+	Members []MemberStatus `json:"members,omitempty"`
+}
+
+// MemberStatus is one cluster's part of a release.
+type MemberStatus struct {
+	// Cluster is the member's name (its remote Secret's key), or vane's own
+	// cluster's name (--cluster-name).
+	Cluster string `json:"cluster"`
+	// Version is the version label of the member's Deployment template.
+	Version string `json:"version"`
+	// Canary is "ready/desired" pods of the member's canary, "" without one.
+	Canary string `json:"canary,omitempty"`
+	// Waiting says what the release waits for in this member, "" when
+	// nothing.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // InProgress reports whether a release is under way.

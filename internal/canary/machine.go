@@ -54,6 +54,10 @@ type Action struct {
 	Split *routes.Split
 	// Unpause lets the original Deployment roll out natively.
 	Unpause bool
+	// ScaleDown, when set, is the old version whose Deployments (in every
+	// cluster) are scaled to zero: the end of a side-by-side release with
+	// scaleDownDelaySeconds.
+	ScaleDown string
 	// ClearAction removes the person's action annotation: it was acted on.
 	ClearAction bool
 	// Done means the release ended; the finalizer can go.
@@ -87,6 +91,8 @@ const (
 	ReasonDegraded         = "RolloutDegraded"
 	ReasonCaughtUp         = "ReleaseCaughtUp"
 	ReasonOptedOut         = "RolloutOptedOut"
+	ReasonScaledDown       = "OldVersionScaledDown"
+	ReasonStarted          = "ReleaseStarted"
 )
 
 // Next decides the next move of a release. It is a pure function of the
@@ -123,6 +129,9 @@ func Next(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.St
 	}
 	if !plan.Routed() {
 		return promoteByReplicas(st, obs, now)
+	}
+	if st.SideBySide {
+		return promoteSideBySide(st, plan, obs, now)
 	}
 	return promote(st, obs, now)
 }
@@ -189,6 +198,12 @@ func aborted(st api.Status, routed bool, obs Observation) (api.Status, Action) {
 		want.CanaryWeight, want.HeaderRoutes = 0, nil
 		if !obs.Split.Equal(want) {
 			return st, Action{Split: &want}
+		}
+		if st.SideBySide {
+			// The Deployment is the canary and the subsets are the user's:
+			// both stay as they are.
+			st.Message = fmt.Sprintf("aborted: all traffic on stable %s; set %s=retry to start again", st.StableVersion, api.AnnotationAction)
+			return st, Action{}
 		}
 		// Guard: the canary pool is relabeled only once it carries no
 		// traffic, which the move above made sure of.
@@ -307,6 +322,15 @@ func withWeight(s routes.Split, w int32) routes.Split {
 // ensureCanary asks for a canary of the given size and reports waiting=true
 // until it is ready.
 func ensureCanary(st *api.Status, replicas int32, obs Observation) (Action, bool) {
+	if st.SideBySide {
+		// The Deployment is the canary, sized by its owner. Guard: traffic
+		// moves to it only once it is available.
+		if !obs.Rolled {
+			st.Message = fmt.Sprintf("waiting for the Deployment's pods of %s to be available", st.CanaryVersion)
+			return Action{}, true
+		}
+		return Action{}, false
+	}
 	if obs.Canary == nil || obs.Canary.Replicas != replicas {
 		st.Message = fmt.Sprintf("scaling canary %s to %d replicas", st.CanaryVersion, replicas)
 		return Action{CanaryReplicas: &replicas}, true
@@ -337,7 +361,7 @@ func pause(st api.Status, p *api.Pause, replicas int32, obs Observation, now tim
 		st.StepStartedAt = &metav1.MicroTime{Time: now}
 	}
 	act := Action{}
-	if obs.Canary == nil || obs.Canary.Replicas != replicas || !obs.Canary.Ready {
+	if !st.SideBySide && (obs.Canary == nil || obs.Canary.Replicas != replicas || !obs.Canary.Ready) {
 		act.CanaryReplicas = &replicas
 	}
 	if p.Duration == nil {
@@ -412,6 +436,45 @@ func promote(st api.Status, obs Observation, now time.Time) (api.Status, Action)
 		return shift(st, cur, 0, Action{})
 	}
 	return finish(st, st.CanaryVersion, true, obs, now, Event{ReasonRolloutCompleted, fmt.Sprintf("release of %s complete: all traffic on stable", st.CanaryVersion)})
+}
+
+// promoteSideBySide ends a side-by-side release: all traffic to the new
+// version's subset, then, with scaleDownDelaySeconds, the old version's
+// Deployments scaled to zero after that delay. The subsets stay as the user
+// wrote them; the new version is the stable one from here on.
+func promoteSideBySide(st api.Status, plan *api.Plan, obs Observation, now time.Time) (api.Status, Action) {
+	st.Phase = api.PhasePromoting
+	cur := obs.Split
+	if cur.CanaryWeight < 100 || len(cur.HeaderRoutes) > 0 {
+		if act, waiting := ensureCanary(&st, obs.Replicas, obs); waiting {
+			return st, act
+		}
+		cur.HeaderRoutes = nil
+		return shift(st, cur, 100, Action{})
+	}
+	old := st.StableVersion
+	act := Action{}
+	if d := plan.ScaleDownDelay; d != nil {
+		if left := st.StepStartedAt.Add(*d).Sub(now); left > 0 {
+			st.Message = fmt.Sprintf("all traffic on %s; scaling %s down in %s", st.CanaryVersion, old, left.Round(time.Second))
+			return st, Action{RequeueAfter: left}
+		}
+		act.ScaleDown = old
+	}
+	done := fmt.Sprintf("side-by-side release of %s complete: all traffic on %s", st.CanaryVersion, st.CanaryVersion)
+	if act.ScaleDown != "" {
+		done += fmt.Sprintf(", Deployments of %s scaled to zero", old)
+	}
+	act.Done = true
+	act.Events = []Event{{ReasonRolloutCompleted, done}}
+	return api.Status{
+		Phase:            api.PhaseHealthy,
+		StableVersion:    st.CanaryVersion,
+		CurrentStepIndex: st.StepCount,
+		StepCount:        st.StepCount,
+		StepStartedAt:    &metav1.MicroTime{Time: now},
+		Message:          done,
+	}, act
 }
 
 // rollBack ends a release whose version was edited back to stable: traffic

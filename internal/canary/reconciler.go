@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-openapi/jsonpointer"
@@ -14,15 +17,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/vane-io/vane/internal/api"
 	"github.com/vane-io/vane/internal/metrics"
@@ -33,6 +40,14 @@ import (
 // again, besides the watches on VirtualServices and DestinationRules.
 const degradedRetry = 10 * time.Second
 
+// memberCheck is how often a release that spans clusters checks that every
+// cluster still answers, when nothing else wakes it.
+const memberCheck = 30 * time.Second
+
+// memberTimeout bounds a reconcile of a release that spans clusters, so a
+// member that does not answer cannot hold a worker.
+const memberTimeout = 30 * time.Second
+
 // Reconciler drives the releases of opted-in Deployments.
 type Reconciler struct {
 	// Client writes, and reads what only triggers work (lists for watches).
@@ -41,12 +56,48 @@ type Reconciler struct {
 	// reader): a stale cache would replay an old step's move.
 	Reader   client.Reader
 	Recorder events.EventRecorder
+	// ClusterName names the cluster vane runs in, in the status of a
+	// release that spans clusters.
+	ClusterName string
+	// Members lists the member clusters, whose Deployments of the same
+	// namespace and name take part in the same release; nil when none. The
+	// mesh objects (VirtualServices, DestinationRules) are always read and
+	// written in vane's own cluster.
+	Members func() []Cluster
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Workers is how many releases are reconciled at once; a release is
 	// never reconciled by two at a time. 0 means controller-runtime's
 	// default, 1.
 	Workers int
+
+	ctrl     controller.Controller
+	wakeOnce sync.Once
+	wakeCh   chan event.GenericEvent
+}
+
+// Cluster is a cluster whose Deployments a release can span.
+type Cluster struct {
+	Name string
+	// Client writes; Reader reads uncached.
+	Client   client.Client
+	Reader   client.Reader
+	Recorder events.EventRecorder
+}
+
+// target is one cluster's Deployment of a release.
+type target struct {
+	Cluster
+	d *appsv1.Deployment
+}
+
+// clusters is vane's own cluster first, then the members.
+func (r *Reconciler) clusters() []Cluster {
+	out := []Cluster{{Name: r.ClusterName, Client: r.Client, Reader: r.Reader, Recorder: r.Recorder}}
+	if r.Members != nil {
+		out = append(out, r.Members()...)
+	}
+	return out
 }
 
 // routingIndex indexes opted-in Deployments in the cache by the Istio
@@ -87,7 +138,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		v, ok := o.GetLabels()[api.LabelCanary]
 		return ok && v != api.LabelCanaryCanary
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("canary").
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		For(&appsv1.Deployment{}, builder.WithPredicates(optedIn)).
@@ -96,7 +147,56 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// their cache keeps metadata only.
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService")), builder.OnlyMetadata).
 		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule")), builder.OnlyMetadata).
-		Complete(r)
+		WatchesRawSource(source.Channel(r.wake(), &handler.EnqueueRequestForObject{})).
+		Build(r)
+	r.ctrl = c
+	return err
+}
+
+func (r *Reconciler) wake() chan event.GenericEvent {
+	r.wakeOnce.Do(func() { r.wakeCh = make(chan event.GenericEvent, 1024) })
+	return r.wakeCh
+}
+
+// ClustersChanged wakes every release in progress, in vane's cluster and
+// in every member, when a member cluster is added or dropped: the
+// releases it took part in go on without it, those it joins take it in.
+func (r *Reconciler) ClustersChanged(ctx context.Context) {
+	seen := map[types.NamespacedName]bool{}
+	for _, c := range r.clusters() {
+		var list appsv1.DeploymentList
+		if err := c.Reader.List(ctx, &list, client.MatchingLabels{api.LabelCanary: api.LabelCanaryEnabled}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "List releases to wake", "cluster", c.Name)
+			continue
+		}
+		for i := range list.Items {
+			d := &list.Items[i]
+			st, _ := api.StatusFrom(d.Annotations)
+			if key := client.ObjectKeyFromObject(d); st.InProgress() && !seen[key] {
+				seen[key] = true
+				r.wake() <- event.GenericEvent{Object: d}
+			}
+		}
+	}
+}
+
+// WatchCluster wakes releases on changes of a member cluster's Deployments
+// (its cache holds those labelled vane.io/canary): an opted-in Deployment
+// wakes its own release, a canary its owner's. A member's Deployment has the
+// namespace and name of the release it takes part in.
+func (r *Reconciler) WatchCluster(name string, c cluster.Cluster) error {
+	toRelease := func(_ context.Context, d *appsv1.Deployment) []reconcile.Request {
+		key := client.ObjectKeyFromObject(d)
+		if d.Labels[api.LabelCanary] == api.LabelCanaryCanary {
+			owner := metav1.GetControllerOf(d)
+			if owner == nil || owner.Kind != "Deployment" {
+				return nil
+			}
+			key.Name = owner.Name
+		}
+		return []reconcile.Request{{NamespacedName: key}}
+	}
+	return r.ctrl.Watch(source.Kind(c.GetCache(), &appsv1.Deployment{}, handler.TypedEnqueueRequestsFromMapFunc(toRelease)))
 }
 
 // releasesRoutedBy maps a change of an Istio object of kind to the releases
@@ -113,7 +213,9 @@ func (r *Reconciler) releasesRoutedBy(kind string) handler.MapFunc {
 		}
 		var out []reconcile.Request
 		for i := range list.Items {
-			if st, _ := api.StatusFrom(list.Items[i].Annotations); st.InProgress() {
+			// Releases in progress, and Deployments not adopted yet (they
+			// wait for their mesh objects, see sideBySide).
+			if st, _ := api.StatusFrom(list.Items[i].Annotations); st == nil || st.InProgress() {
 				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 			}
 		}
@@ -121,90 +223,218 @@ func (r *Reconciler) releasesRoutedBy(kind string) handler.MapFunc {
 	}
 }
 
-// Reconcile loads a release, makes its next move and persists its status.
+// Reconcile loads a release from every cluster that has its Deployment,
+// makes its next move and persists its status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	d := &appsv1.Deployment{}
-	if err := r.Reader.Get(ctx, req.NamespacedName, d); err != nil {
-		if apierrors.IsNotFound(err) {
-			metrics.ForgetRelease(req.Namespace, req.Name)
+	clusters := r.clusters()
+	if len(clusters) > 1 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, memberTimeout)
+		defer cancel()
+	}
+	var ts []target
+	var unreachable []error
+	for _, c := range clusters {
+		d := &appsv1.Deployment{}
+		err := c.Reader.Get(ctx, req.NamespacedName, d)
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil && len(clusters) == 1:
+			return ctrl.Result{}, err
+		case err != nil:
+			metrics.MemberUnreachable(c.Name)
+			unreachable = append(unreachable, fmt.Errorf("cluster %s is %w: %w", c.Name, errUnreachable, err))
+			continue
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		t := target{Cluster: c, d: d}
+		st, err := api.StatusFrom(d.Annotations)
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Status unreadable; the release is left alone", "cluster", c.Name)
+			continue
+		}
+		if !d.DeletionTimestamp.IsZero() {
+			if err := r.finalize(ctx, t, st); err != nil {
+				return ctrl.Result{}, err
+			}
+			continue
+		}
+		action, err := api.ActionFrom(d.Annotations)
+		if err == nil && action != "" && !st.InProgress() && len(clusters) == 1 {
+			err = fmt.Errorf("action %s ignored: no release is in progress", action)
+		}
+		if err != nil {
+			return ctrl.Result{}, r.ignoreAction(ctx, t, err.Error())
+		}
+		optedIn := d.Labels[api.LabelCanary] == api.LabelCanaryEnabled
+		switch {
+		case !optedIn && st.InProgress():
+			if err := r.optOut(ctx, t, *st); err != nil {
+				return ctrl.Result{}, err
+			}
+		case optedIn:
+			ts = append(ts, t)
+		}
 	}
-	st, err := api.StatusFrom(d.Annotations)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Status unreadable; the release is left alone")
+	if len(ts) == 0 && len(unreachable) == 0 {
+		metrics.ForgetRelease(req.Namespace, req.Name)
 		return ctrl.Result{}, nil
 	}
-	if !d.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, d, st)
+	home, st := releaseStatus(ts)
+	if st == nil && len(unreachable) > 0 {
+		// Nothing to say it in: look again.
+		return ctrl.Result{RequeueAfter: degradedRetry}, nil
 	}
-	action, err := api.ActionFrom(d.Annotations)
-	if err == nil && action != "" && !st.InProgress() {
-		err = fmt.Errorf("action %s ignored: no release is in progress", action)
+	if st == nil {
+		var res ctrl.Result
+		for _, t := range ts {
+			err := r.idle(ctx, t)
+			if errors.Is(err, errNotAdopted) {
+				res.RequeueAfter = degradedRetry
+				continue
+			}
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		return res, nil
 	}
-	if err != nil {
-		return ctrl.Result{}, r.ignoreAction(ctx, d, err.Error())
+	if len(unreachable) > 0 {
+		return r.degraded(ctx, ts, *st, errors.Join(unreachable...))
 	}
-	optedIn := d.Labels[api.LabelCanary] == api.LabelCanaryEnabled
-	switch {
-	case !optedIn && st.InProgress():
-		return ctrl.Result{}, r.optOut(ctx, d, *st)
-	case !optedIn:
-		return ctrl.Result{}, nil
-	case !st.InProgress():
-		return ctrl.Result{}, r.idle(ctx, d, st)
+	action := api.Action("")
+	for _, t := range ts {
+		if a, _ := api.ActionFrom(t.d.Annotations); a != "" {
+			action = a
+			break
+		}
 	}
-	return r.step(ctx, d, *st, action)
+	return r.step(ctx, ts, home, *st, action)
 }
 
-// idle looks after a Deployment with no release in progress: it catches an
-// unheld version change and drops a finalizer left from a release.
-func (r *Reconciler) idle(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
-	if done, err := r.catchUp(ctx, d, st); done || err != nil {
+// releaseStatus is the status of the release in progress among ts, nil when
+// none: the one that started or moved last (its step began last), so the
+// edit of one cluster that restarts a release wins over the others' copies
+// of the release it replaces. home is the Deployment it was read from,
+// whose strategy rules.
+func releaseStatus(ts []target) (home *appsv1.Deployment, st *api.Status) {
+	for _, t := range ts {
+		s, _ := api.StatusFrom(t.d.Annotations)
+		if !s.InProgress() {
+			continue
+		}
+		if st == nil || startedAt(s).After(startedAt(st)) {
+			home, st = t.d, s
+		}
+	}
+	return home, st
+}
+
+func startedAt(s *api.Status) time.Time {
+	if s.StepStartedAt == nil {
+		return time.Time{}
+	}
+	return s.StepStartedAt.Time
+}
+
+// idle looks after a Deployment with no release in progress: it clears an
+// action that cannot apply, catches an unheld version change and drops a
+// finalizer left from a release.
+func (r *Reconciler) idle(ctx context.Context, t target) error {
+	if a, _ := api.ActionFrom(t.d.Annotations); a != "" {
+		return r.ignoreAction(ctx, t, fmt.Sprintf("action %s ignored: no release is in progress", a))
+	}
+	st, _ := api.StatusFrom(t.d.Annotations)
+	if done, err := r.catchUp(ctx, t, st); done || err != nil {
 		return err
 	}
 	if st == nil {
 		return nil
 	}
-	metrics.ObserveRelease(d.Namespace, d.Name, *st)
-	if slices.Contains(d.Finalizers, api.Finalizer) {
-		return r.persist(ctx, d, *st, Action{Done: true})
+	metrics.ObserveRelease(t.d.Namespace, t.d.Name, *st)
+	if slices.Contains(t.d.Finalizers, api.Finalizer) {
+		return r.persist(ctx, t, *st, Action{Done: true})
 	}
 	return nil
 }
 
-// step makes the next move of a release in progress: observe, decide
-// (Next), act, persist, tell.
-func (r *Reconciler) step(ctx context.Context, d *appsv1.Deployment, st api.Status, action api.Action) (ctrl.Result, error) {
-	plan, err := api.ParsePlan(d.Annotations)
+// step makes the next move of a release in progress: observe every
+// cluster's part, decide (NextFleet), act, persist everywhere, tell.
+func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deployment, st api.Status, action api.Action) (ctrl.Result, error) {
+	plan, err := api.ParsePlan(home.Annotations)
 	if err != nil {
-		return r.degraded(ctx, d, st, err)
+		return r.degraded(ctx, ts, st, err)
 	}
-	router := r.router(d, plan)
-	obs, err := r.observe(ctx, d, router)
-	if err != nil {
-		return r.degraded(ctx, d, st, err)
+	router := r.router(home, plan)
+	var split routes.Split
+	if router != nil {
+		if split, err = router.Observe(ctx); err != nil {
+			return r.degraded(ctx, ts, st, err)
+		}
 	}
-	obs.Action = action
-	next, act := Next(st, plan, obs, r.now())
+	obs := make([]MemberObservation, len(ts))
+	for i, t := range ts {
+		o, err := r.observe(ctx, t)
+		if err != nil {
+			return r.degraded(ctx, ts, st, fmt.Errorf("cluster %s: %w", t.Name, err))
+		}
+		o.Split, o.Action = split, action
+		obs[i] = MemberObservation{Cluster: t.Name, Version: t.d.Spec.Template.Labels[api.VersionLabel(t.d.Annotations)], Observation: o}
+	}
+	next, act, moves := NextFleet(st, plan, obs, r.now())
 	ctrl.LoggerFrom(ctx).V(1).Info("Decided", "phase", next.Phase, "step", next.CurrentStepIndex, "weight", next.CanaryWeight, "message", next.Message)
-	if err := r.act(ctx, d, router, act); err != nil {
-		return r.degraded(ctx, d, st, err)
+	if err := r.act(ctx, ts, router, act, moves); err != nil {
+		return r.degraded(ctx, ts, st, err)
 	}
 	// A step starts once the previous step's move is made (its weight
 	// written), so a pause lasts its full duration as users see it.
 	if next.CurrentStepIndex != st.CurrentStepIndex && next.StepStartedAt != nil {
 		next.StepStartedAt.Time = r.now()
 	}
-	if err := r.persist(ctx, d, next, act); err != nil {
-		return ctrl.Result{}, err
+	next.Members = r.memberStatus(ts, obs, moves, st.SideBySide)
+	for i, t := range ts {
+		a := act
+		a.Unpause = moves[i].Unpause
+		if err := r.persist(ctx, t, next, a); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	metrics.ObserveRelease(d.Namespace, d.Name, next)
+	metrics.ObserveRelease(home.Namespace, home.Name, next)
 	if n := next.CurrentStepIndex - st.CurrentStepIndex; n > 0 {
-		metrics.StepsCompleted(d.Namespace, d.Name, int(n))
+		metrics.StepsCompleted(home.Namespace, home.Name, int(n))
 	}
-	r.record(d, act.Events...)
+	for _, t := range ts {
+		r.record(t, act.Events...)
+	}
+	// A member cluster that stops answering sends no event: a release that
+	// spans clusters looks again now and then, to say so.
+	if next.InProgress() && len(r.clusters()) > 1 {
+		act.RequeueAfter = minPositive(act.RequeueAfter, memberCheck)
+	}
 	return ctrl.Result{RequeueAfter: act.RequeueAfter}, nil
+}
+
+// memberStatus is each cluster's part of a release, for a person; nil when
+// vane has no member clusters.
+func (r *Reconciler) memberStatus(ts []target, obs []MemberObservation, moves []MemberMove, sideBySide bool) []api.MemberStatus {
+	if r.Members == nil || len(r.Members()) == 0 {
+		return nil
+	}
+	out := make([]api.MemberStatus, len(ts))
+	for i, o := range obs {
+		out[i] = api.MemberStatus{Cluster: ts[i].Name, Version: o.Version, Waiting: moves[i].Waiting}
+		if sideBySide {
+			// The Deployment is the canary.
+			out[i].Canary = fmt.Sprintf("%d/%d", ts[i].d.Status.AvailableReplicas, o.Replicas)
+		} else if c := o.Canary; c != nil {
+			ready := int32(0)
+			if c.Ready {
+				ready = c.Replicas
+			}
+			out[i].Canary = fmt.Sprintf("%d/%d", ready, c.Replicas)
+		}
+	}
+	return out
 }
 
 func (r *Reconciler) now() time.Time {
@@ -214,8 +444,9 @@ func (r *Reconciler) now() time.Time {
 	return time.Now()
 }
 
-// observe reads the canary Deployment and the traffic split.
-func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router routes.Router) (Observation, error) {
+// observe reads a cluster's Deployment and canary Deployment.
+func (r *Reconciler) observe(ctx context.Context, t target) (Observation, error) {
+	d := t.d
 	obs := Observation{
 		Replicas:        ptrOr(d.Spec.Replicas, 1),
 		StableAvailable: d.Status.AvailableReplicas,
@@ -223,7 +454,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 		Rolled:          rolledOut(d),
 	}
 	c := &appsv1.Deployment{}
-	err := r.getCanary(ctx, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c, true)
+	err := r.getCanary(ctx, t, types.NamespacedName{Namespace: d.Namespace, Name: CanaryName(d)}, c, true)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -235,11 +466,7 @@ func (r *Reconciler) observe(ctx context.Context, d *appsv1.Deployment, router r
 			Ready:    canaryMatches(c, desiredCanary(d, replicas)) && rolledOut(c),
 		}
 	}
-	if router == nil {
-		return obs, nil
-	}
-	obs.Split, err = router.Observe(ctx)
-	return obs, err
+	return obs, nil
 }
 
 // router is the Router of a release, nil without trafficRouting: then the
@@ -252,11 +479,13 @@ func (r *Reconciler) router(d *appsv1.Deployment, plan *api.Plan) routes.Router 
 	return routes.NewIstio(r.Reader, r.Client, d.Namespace, api.VersionLabel(d.Annotations), plan.Istio)
 }
 
-// act carries out a move: canary first, then traffic, then removal.
-func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router routes.Router, act Action) error {
-	if act.CanaryReplicas != nil {
-		if err := r.ensureCanary(ctx, d, *act.CanaryReplicas); err != nil {
-			return err
+// act carries out a move: canaries first, then traffic, then removal.
+func (r *Reconciler) act(ctx context.Context, ts []target, router routes.Router, act Action, moves []MemberMove) error {
+	for i, t := range ts {
+		if n := moves[i].CanaryReplicas; n != nil {
+			if err := r.ensureCanary(ctx, t, *n); err != nil {
+				return fmt.Errorf("cluster %s: %w", t.Name, err)
+			}
 		}
 	}
 	if act.Split != nil {
@@ -271,21 +500,32 @@ func (r *Reconciler) act(ctx context.Context, d *appsv1.Deployment, router route
 		// next does not undo the traffic change.
 		if wrote {
 			s := act.Split
-			r.record(d, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", poolVersion(s.CanaryVersion), s.CanaryWeight, poolVersion(s.StableVersion), 100-s.CanaryWeight)})
+			for _, t := range ts {
+				r.record(t, Event{ReasonTrafficShifted, fmt.Sprintf("canary %s weight %d%%, stable %s weight %d%%", poolVersion(s.CanaryVersion), s.CanaryWeight, poolVersion(s.StableVersion), 100-s.CanaryWeight)})
+			}
 		}
 	}
-	if act.DeleteCanary {
-		return r.deleteCanary(ctx, d)
+	if act.ScaleDown != "" {
+		if err := r.scaleDown(ctx, ts[0].d, act.ScaleDown); err != nil {
+			return err
+		}
+	}
+	for i, t := range ts {
+		if moves[i].DeleteCanary {
+			if err := r.deleteCanary(ctx, t); err != nil {
+				return fmt.Errorf("cluster %s: %w", t.Name, err)
+			}
+		}
 	}
 	return nil
 }
 
-func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
-	want := desiredCanary(d, replicas)
+func (r *Reconciler) ensureCanary(ctx context.Context, t target, replicas int32) error {
+	want := desiredCanary(t.d, replicas)
 	cur := &appsv1.Deployment{}
-	err := r.getCanary(ctx, client.ObjectKeyFromObject(want), cur, false)
+	err := r.getCanary(ctx, t, client.ObjectKeyFromObject(want), cur, false)
 	if apierrors.IsNotFound(err) {
-		if err := r.Client.Create(ctx, want); err != nil {
+		if err := t.Client.Create(ctx, want); err != nil {
 			return fmt.Errorf("create canary deployment: %w", err)
 		}
 		return nil
@@ -298,7 +538,7 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, rep
 	}
 	cur.Spec.Replicas = want.Spec.Replicas
 	cur.Spec.Template = want.Spec.Template
-	if err := r.Client.Update(ctx, cur); err != nil {
+	if err := t.Client.Update(ctx, cur); err != nil {
 		return fmt.Errorf("update canary deployment: %w", err)
 	}
 	return nil
@@ -314,18 +554,54 @@ func (r *Reconciler) ensureCanary(ctx context.Context, d *appsv1.Deployment, rep
 // copy that has rolled out is confirmed uncached too: traffic moves on
 // that answer, and only a read of now tells that vane has not meanwhile
 // resized it or changed its template (the cache may lag vane's own write).
-func (r *Reconciler) getCanary(ctx context.Context, key types.NamespacedName, c *appsv1.Deployment, confirmReady bool) error {
-	err := r.Client.Get(ctx, key, c)
+// A member cluster's canary is read uncached: its cache may not have synced
+// (a member added while unreachable), and a read from it would wait.
+func (r *Reconciler) getCanary(ctx context.Context, t target, key types.NamespacedName, c *appsv1.Deployment, confirmReady bool) error {
+	if t.Name != r.ClusterName {
+		return t.Reader.Get(ctx, key, c)
+	}
+	err := t.Client.Get(ctx, key, c)
 	if apierrors.IsNotFound(err) || (err == nil && confirmReady && rolledOut(c)) {
-		err = r.Reader.Get(ctx, key, c)
+		err = t.Reader.Get(ctx, key, c)
 	}
 	return err
 }
 
-func (r *Reconciler) deleteCanary(ctx context.Context, d *appsv1.Deployment) error {
+// scaleDown scales to zero, in every cluster, the Deployments of the old
+// version of a side-by-side release: those of d's namespace whose pods carry
+// d's selector labels with the version label set to version (helloworld-v1
+// for helloworld-v2 with app=helloworld).
+func (r *Reconciler) scaleDown(ctx context.Context, d *appsv1.Deployment, version string) error {
+	key := api.VersionLabel(d.Annotations)
+	sel := maps.Clone(d.Spec.Selector.MatchLabels)
+	if sel == nil {
+		sel = map[string]string{}
+	}
+	sel[key] = version
+	for _, c := range r.clusters() {
+		var list appsv1.DeploymentList
+		if err := c.Reader.List(ctx, &list, client.InNamespace(d.Namespace)); err != nil {
+			return fmt.Errorf("cluster %s: list deployments of %s: %w", c.Name, version, err)
+		}
+		for i := range list.Items {
+			o := &list.Items[i]
+			if !labels.SelectorFromSet(sel).Matches(labels.Set(o.Spec.Template.Labels)) || ptrOr(o.Spec.Replicas, 1) == 0 {
+				continue
+			}
+			patch := []byte(`{"spec":{"replicas":0}}`)
+			if err := c.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, patch)); err != nil {
+				return fmt.Errorf("cluster %s: scale down %s: %w", c.Name, o.Name, err)
+			}
+			r.record(target{Cluster: c, d: o}, Event{ReasonScaledDown, fmt.Sprintf("scaled to zero: %s replaced %s side by side", d.Spec.Template.Labels[key], version)})
+		}
+	}
+	return nil
+}
+
+func (r *Reconciler) deleteCanary(ctx context.Context, t target) error {
 	c := &appsv1.Deployment{}
-	c.Namespace, c.Name = d.Namespace, CanaryName(d)
-	if err := r.Client.Delete(ctx, c, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
+	c.Namespace, c.Name = t.d.Namespace, CanaryName(t.d)
+	if err := t.Client.Delete(ctx, c, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("delete canary deployment: %w", err)
 	}
 	return nil
@@ -336,7 +612,8 @@ func (r *Reconciler) deleteCanary(ctx context.Context, d *appsv1.Deployment) err
 // the finalizers it read: an edit made meanwhile (a new version, say) is never
 // overwritten, the patch fails and the release is reconciled again from the
 // fresh object. Status writes of the Deployment controller do not conflict.
-func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.Status, act Action) error {
+func (r *Reconciler) persist(ctx context.Context, t target, st api.Status, act Action) error {
+	d := t.d
 	ops := []patchOp{}
 	test := func(path string, v any) { ops = append(ops, patchOp{Op: "test", Path: path, Value: v}) }
 	oldStatus, hadStatus := d.Annotations[api.AnnotationStatus]
@@ -385,7 +662,7 @@ func (r *Reconciler) persist(ctx context.Context, d *appsv1.Deployment, st api.S
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
+	if err := t.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
 		return fmt.Errorf("patch deployment status: %w", err)
 	}
 	return nil
@@ -407,42 +684,55 @@ var (
 
 // ignoreAction clears an action that cannot apply and says why in a
 // warning Event.
-func (r *Reconciler) ignoreAction(ctx context.Context, d *appsv1.Deployment, why string) error {
+func (r *Reconciler) ignoreAction(ctx context.Context, t target, why string) error {
 	ops := []patchOp{
-		{Op: "test", Path: actionPointer, Value: d.Annotations[api.AnnotationAction]},
+		{Op: "test", Path: actionPointer, Value: t.d.Annotations[api.AnnotationAction]},
 		{Op: "remove", Path: actionPointer},
 	}
 	data, err := json.Marshal(ops)
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
+	if err := t.Client.Patch(ctx, t.d, client.RawPatch(types.JSONPatchType, data)); err != nil {
 		return fmt.Errorf("clear action: %w", err)
 	}
-	r.record(d, Event{ReasonActionIgnored, why})
+	r.record(t, Event{ReasonActionIgnored, why})
 	return nil
 }
 
-// degraded records why a release cannot proceed and retries later. Errors
-// other than a missing object or an invalid strategy are returned for
+// errNotAdopted asks to look again at a Deployment that cannot be adopted
+// yet.
+var errNotAdopted = errors.New("not adopted yet")
+
+// errUnreachable marks a cluster of a release that did not answer.
+var errUnreachable = errors.New("unreachable")
+
+// degraded records why a release cannot proceed, in every cluster that
+// answers, and retries later. Errors other than a missing object, an
+// invalid strategy or a cluster that does not answer are returned for
 // backoff.
-func (r *Reconciler) degraded(ctx context.Context, d *appsv1.Deployment, st api.Status, cause error) (ctrl.Result, error) {
-	if !errors.Is(cause, routes.ErrMissing) && !errors.Is(cause, api.ErrInvalidStrategy) {
+func (r *Reconciler) degraded(ctx context.Context, ts []target, st api.Status, cause error) (ctrl.Result, error) {
+	if !errors.Is(cause, routes.ErrMissing) && !errors.Is(cause, api.ErrInvalidStrategy) && !errors.Is(cause, errUnreachable) {
 		return ctrl.Result{}, cause
 	}
-	changed := st.Message != cause.Error()
-	st.Message = cause.Error()
+	msg := strings.ReplaceAll(cause.Error(), "\n", "; ")
+	changed := st.Message != msg
+	st.Message = msg
 	// A rollback stays a rollback: Degraded would lose what to resume.
 	if st.Phase != api.PhaseRollingBack {
 		changed = changed || st.Phase != api.PhaseDegraded
 		st.Phase = api.PhaseDegraded
 	}
-	if err := r.persist(ctx, d, st, Action{}); err != nil {
-		return ctrl.Result{}, err
+	for _, t := range ts {
+		if err := r.persist(ctx, t, st, Action{}); err != nil {
+			return ctrl.Result{}, err
+		}
+		if changed {
+			r.record(t, Event{ReasonDegraded, msg})
+		}
 	}
-	metrics.ObserveRelease(d.Namespace, d.Name, st)
-	if changed {
-		r.record(d, Event{ReasonDegraded, cause.Error()})
+	if len(ts) > 0 {
+		metrics.ObserveRelease(ts[0].d.Namespace, ts[0].d.Name, st)
 	}
 	return ctrl.Result{RequeueAfter: degradedRetry}, nil
 }
@@ -450,16 +740,16 @@ func (r *Reconciler) degraded(ctx context.Context, d *appsv1.Deployment, st api.
 // finalize runs when a Deployment is deleted mid-release: all traffic back to
 // stable (its pods are still there while the finalizer holds the
 // Deployment), the canary removed, then the finalizer.
-func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
-	if !slices.Contains(d.Finalizers, api.Finalizer) {
+func (r *Reconciler) finalize(ctx context.Context, t target, st *api.Status) error {
+	if !slices.Contains(t.d.Finalizers, api.Finalizer) {
 		return nil
 	}
-	if err := r.drain(ctx, d, st); err != nil {
+	if err := r.drain(ctx, t, st); err != nil {
 		return err
 	}
-	orig := d.DeepCopy()
-	d.Finalizers = slices.DeleteFunc(d.Finalizers, func(f string) bool { return f == api.Finalizer })
-	if err := r.Client.Patch(ctx, d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+	orig := t.d.DeepCopy()
+	t.d.Finalizers = slices.DeleteFunc(t.d.Finalizers, func(f string) bool { return f == api.Finalizer })
+	if err := t.Client.Patch(ctx, t.d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
@@ -468,26 +758,26 @@ func (r *Reconciler) finalize(ctx context.Context, d *appsv1.Deployment, st *api
 // optOut ends a release whose Deployment no longer opts in (its label was
 // removed or changed): traffic and header routes back to stable, the canary
 // removed, and the native rollout resumes, as without vane.
-func (r *Reconciler) optOut(ctx context.Context, d *appsv1.Deployment, st api.Status) error {
-	if err := r.drain(ctx, d, &st); err != nil {
+func (r *Reconciler) optOut(ctx context.Context, t target, st api.Status) error {
+	if err := r.drain(ctx, t, &st); err != nil {
 		return err
 	}
 	// The template's version rolls out natively: it is the stable one now.
-	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
+	version := t.d.Spec.Template.Labels[api.VersionLabel(t.d.Annotations)]
 	next := api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: fmt.Sprintf("opted out during the release of %s: canary removed, native rollout resumed", st.CanaryVersion)}
-	if err := r.persist(ctx, d, next, Action{Unpause: true, Done: true}); err != nil {
+	if err := r.persist(ctx, t, next, Action{Unpause: true, Done: true}); err != nil {
 		return err
 	}
-	r.record(d, Event{ReasonOptedOut, next.Message})
+	r.record(t, Event{ReasonOptedOut, next.Message})
 	return nil
 }
 
 // drain sends a release's traffic back to stable (no canary weight, no
 // header routes) and removes the canary, for a release that ends outside
 // the step machine. Missing mesh objects are no obstacle.
-func (r *Reconciler) drain(ctx context.Context, d *appsv1.Deployment, st *api.Status) error {
-	if plan, err := api.ParsePlan(d.Annotations); err == nil && st.InProgress() && plan.Routed() {
-		router := r.router(d, plan)
+func (r *Reconciler) drain(ctx context.Context, t target, st *api.Status) error {
+	if plan, err := api.ParsePlan(t.d.Annotations); err == nil && st.InProgress() && plan.Routed() {
+		router := r.router(t.d, plan)
 		split, err := router.Observe(ctx)
 		if err == nil && (split.CanaryWeight > 0 || len(split.HeaderRoutes) > 0) {
 			split.CanaryWeight, split.HeaderRoutes = 0, nil
@@ -497,7 +787,10 @@ func (r *Reconciler) drain(ctx context.Context, d *appsv1.Deployment, st *api.St
 			return err
 		}
 	}
-	return r.deleteCanary(ctx, d)
+	if st.InProgress() && st.SideBySide {
+		return nil // the Deployment is the canary: it is the user's
+	}
+	return r.deleteCanary(ctx, t)
 }
 
 // catchUp keeps track of the stable version of Deployments with no release
@@ -505,18 +798,23 @@ func (r *Reconciler) drain(ctx context.Context, d *appsv1.Deployment, st *api.St
 // without the webhook's hold (the webhook fails open): it pauses the native
 // rollout at once and starts the release from there. It reports whether it
 // wrote anything.
-func (r *Reconciler) catchUp(ctx context.Context, d *appsv1.Deployment, st *api.Status) (bool, error) {
+func (r *Reconciler) catchUp(ctx context.Context, t target, st *api.Status) (bool, error) {
+	d := t.d
 	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
 	rolled := rolledOut(d)
 	switch {
 	case version == "" || d.Spec.Paused || (st != nil && st.StableVersion == version):
 		return false, nil
-	case st == nil && !rolled:
-		// First sight of a Deployment mid-rollout: its stable version is
-		// unknown; look again once it is rolled out.
-		return false, nil
 	case st == nil:
-		return true, r.writeStatus(ctx, d, nil, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "stable version " + version})
+		if started, err := r.sideBySide(ctx, t, version); started || err != nil {
+			return true, err
+		}
+		if !rolled {
+			// First sight of a Deployment mid-rollout: its stable version is
+			// unknown; look again once it is rolled out.
+			return false, nil
+		}
+		return true, r.writeStatus(ctx, t, nil, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "stable version " + version})
 	}
 	plan, err := api.ParsePlan(d.Annotations)
 	if rolled || err != nil {
@@ -524,8 +822,8 @@ func (r *Reconciler) catchUp(ctx context.Context, d *appsv1.Deployment, st *api.
 		if err != nil {
 			why = err.Error()
 		}
-		r.record(d, Event{ReasonDegraded, fmt.Sprintf("version %s → %s was not held by the webhook and rolled out natively, without a canary: %s", st.StableVersion, version, why)})
-		return true, r.writeStatus(ctx, d, st, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "rolled out natively without a canary"})
+		r.record(t, Event{ReasonDegraded, fmt.Sprintf("version %s → %s was not held by the webhook and rolled out natively, without a canary: %s", st.StableVersion, version, why)})
+		return true, r.writeStatus(ctx, t, st, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "rolled out natively without a canary"})
 	}
 	next := api.Status{
 		Phase:         api.PhaseProgressing,
@@ -535,16 +833,59 @@ func (r *Reconciler) catchUp(ctx context.Context, d *appsv1.Deployment, st *api.
 		StepStartedAt: &metav1.MicroTime{Time: r.now()},
 		Message:       fmt.Sprintf("version %s → %s reached the cluster without the webhook's hold: native rollout paused, canary release started", st.StableVersion, version),
 	}
-	if err := r.writeStatus(ctx, d, st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}, finalizerOp(d)); err != nil {
+	if err := r.writeStatus(ctx, t, st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}, finalizerOp(d)); err != nil {
 		return true, err
 	}
-	r.record(d, Event{ReasonCaughtUp, next.Message})
+	r.record(t, Event{ReasonCaughtUp, next.Message})
+	return true, nil
+}
+
+// sideBySide starts a side-by-side release at the first sight of an
+// opted-in Deployment whose version is not the one the stable subset of its
+// DestinationRule selects: the Deployment runs a new version beside the
+// Deployments of the stable one (seed 003: v1 in one cluster, v2 in
+// another), it is the canary itself, and the steps move the weights from
+// the stable subset to the canary subset, which vane leaves as they are.
+func (r *Reconciler) sideBySide(ctx context.Context, t target, version string) (bool, error) {
+	plan, err := api.ParsePlan(t.d.Annotations)
+	if err != nil || !plan.Istio.BySubset() {
+		return false, nil
+	}
+	split, err := r.router(t.d, plan).Observe(ctx)
+	switch {
+	case errors.Is(err, routes.ErrMissing):
+		// Not adopted yet: whether this Deployment is the stable version or
+		// a new one beside it depends on the subsets, and a GitOps sync
+		// often creates the mesh objects after the Deployments. Their
+		// creation wakes it (releasesRoutedBy) in vane's cluster; in a
+		// member it looks again (errNotAdopted).
+		ctrl.LoggerFrom(ctx).V(1).Info("Waiting for the mesh objects before adopting", "reason", err.Error())
+		return true, errNotAdopted
+	case err != nil:
+		return true, err
+	case split.StableVersion == "" || split.StableVersion == version || split.CanaryVersion != version:
+		return false, nil
+	}
+	next := api.Status{
+		Phase:         api.PhaseProgressing,
+		StableVersion: split.StableVersion,
+		CanaryVersion: version,
+		StepCount:     int32(len(plan.Steps)),
+		StepStartedAt: &metav1.MicroTime{Time: r.now()},
+		SideBySide:    true,
+		Message:       fmt.Sprintf("%s runs %s beside stable %s (subset %s of DestinationRule %s): side-by-side release started, only the weights move", t.d.Name, version, split.StableVersion, plan.Istio.StableSubset, plan.Istio.DestinationRule),
+	}
+	if err := r.writeStatus(ctx, t, nil, next, finalizerOp(t.d)); err != nil {
+		return true, err
+	}
+	r.record(t, Event{ReasonStarted, next.Message})
 	return true, nil
 }
 
 // writeStatus writes st (and extra ops) if the status annotation still is
 // prev (nil: absent) and the version label what d says.
-func (r *Reconciler) writeStatus(ctx context.Context, d *appsv1.Deployment, prev *api.Status, st api.Status, extra ...patchOp) error {
+func (r *Reconciler) writeStatus(ctx context.Context, t target, prev *api.Status, st api.Status, extra ...patchOp) error {
+	d := t.d
 	key := api.VersionLabel(d.Annotations)
 	ops := []patchOp{{Op: "test", Path: "/spec/template/metadata/labels/" + jsonpointer.Escape(key), Value: d.Spec.Template.Labels[key]}}
 	if prev != nil {
@@ -563,7 +904,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, d *appsv1.Deployment, prev
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
+	if err := t.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
@@ -583,13 +924,13 @@ func finalizerOp(d *appsv1.Deployment) patchOp {
 
 // record records Events on d; ActionIgnored and RolloutDegraded are
 // warnings.
-func (r *Reconciler) record(d *appsv1.Deployment, evs ...Event) {
+func (r *Reconciler) record(t target, evs ...Event) {
 	for _, e := range evs {
 		kind := corev1.EventTypeNormal
 		if e.Reason == ReasonActionIgnored || e.Reason == ReasonDegraded || e.Reason == ReasonCaughtUp {
 			kind = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(d, nil, kind, e.Reason, "Release", "%s", e.Message)
+		t.Recorder.Eventf(t.d, nil, kind, e.Reason, "Release", "%s", e.Message)
 	}
 }
 

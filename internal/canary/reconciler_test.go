@@ -110,6 +110,7 @@ func TestObserveCanary(t *testing.T) {
 	d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "app", Image: "app:2"}}
 	for name, tc := range map[string]struct {
 		cached, live *appsv1.Deployment
+		member       bool
 		want         *CanaryObservation
 	}{
 		"none anywhere":                        {want: nil},
@@ -122,6 +123,9 @@ func TestObserveCanary(t *testing.T) {
 		"cached ready, resized meanwhile": {
 			cached: canaryAt(d, "app:2", 1, true), live: canaryAt(d, "app:2", 2, false), want: &CanaryObservation{Replicas: 2},
 		},
+		"a member cluster's, read uncached": {
+			cached: canaryAt(d, "app:2", 1, false), live: canaryAt(d, "app:2", 1, true), member: true, want: &CanaryObservation{Replicas: 1, Ready: true},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			holding := func(o *appsv1.Deployment) client.Client {
@@ -131,8 +135,12 @@ func TestObserveCanary(t *testing.T) {
 				}
 				return b.Build()
 			}
-			r := &Reconciler{Client: holding(tc.cached), Reader: holding(tc.live)}
-			obs, err := r.observe(context.Background(), d, nil)
+			r := &Reconciler{ClusterName: "primary"}
+			t0 := target{Cluster: Cluster{Name: "primary", Client: holding(tc.cached), Reader: holding(tc.live)}, d: d}
+			if tc.member {
+				t0.Name = "b"
+			}
+			obs, err := r.observe(context.Background(), t0)
 			if err != nil {
 				t.Fatal(err)
 			}

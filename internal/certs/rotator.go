@@ -32,6 +32,18 @@ type Rotator struct {
 	Now func() time.Time
 
 	current atomic.Pointer[tls.Certificate]
+	ca      atomic.Pointer[[]byte]
+}
+
+// InjectInto sets the current CA in the caBundle of WebhookConfig in
+// another cluster (a member's webhook calls the same vane). The CA lives ten
+// years; serving certificates renew under it, so once is enough.
+func (r *Rotator) InjectInto(ctx context.Context, c client.Client) error {
+	ca := r.ca.Load()
+	if ca == nil || r.WebhookConfig == "" {
+		return nil
+	}
+	return InjectCABundle(ctx, c, r.WebhookConfig, *ca)
 }
 
 var _ manager.LeaderElectionRunnable = (*Rotator)(nil)
@@ -64,6 +76,7 @@ func (r *Rotator) Ensure(ctx context.Context) error {
 			return err
 		}
 		r.current.Store(cert)
+		r.ca.Store(&renewed.CACert)
 		if r.WebhookConfig == "" {
 			return nil
 		}

@@ -33,6 +33,14 @@ var (
 		Name: "vane_admission_decisions_total",
 		Help: "Admission decisions on opted-in Deployments: hold (a release starts), patch (held during a release), allow, deny.",
 	}, []string{"decision"})
+	memberCluster = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "vane_member_cluster",
+		Help: "1 for each member cluster registered by a remote Secret.",
+	}, []string{"cluster"})
+	memberUnreachable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vane_member_unreachable_total",
+		Help: "Reads of a release's Deployment in a member cluster that did not answer.",
+	}, []string{"cluster"})
 	admissionLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "vane_admission_duration_seconds",
 		Help:    "Time to decide an admission review, in the handler.",
@@ -41,7 +49,7 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(phase, canaryWeight, step, stepTransitions, admissions, admissionLatency)
+	crmetrics.Registry.MustRegister(phase, canaryWeight, step, stepTransitions, admissions, admissionLatency, memberCluster, memberUnreachable)
 }
 
 // Decision is the outcome of one admission review.
@@ -81,4 +89,17 @@ func ForgetRelease(namespace, name string) {
 func Admission(d Decision, took time.Duration) {
 	admissions.WithLabelValues(string(d)).Inc()
 	admissionLatency.Observe(took.Seconds())
+}
+
+// Members records the registered member clusters.
+func Members(names []string) {
+	memberCluster.Reset()
+	for _, n := range names {
+		memberCluster.WithLabelValues(n).Set(1)
+	}
+}
+
+// MemberUnreachable counts a member cluster that did not answer.
+func MemberUnreachable(cluster string) {
+	memberUnreachable.WithLabelValues(cluster).Inc()
 }

@@ -225,6 +225,12 @@ func startStatus(old *appsv1.Deployment, oldVersion, newVersion string, steps in
 		Message:       fmt.Sprintf("version %s → %s: native rollout held, canary release started", oldVersion, newVersion),
 	}
 	prev, _ := api.StatusFrom(old.Annotations)
+	// One cluster of a release that spans several catching up with the
+	// others (its GitOps sync arrived later): it joins the release where it
+	// stands.
+	if prev.InProgress() && prev.Phase != api.PhaseRollingBack && prev.StableVersion == oldVersion && prev.CanaryVersion == newVersion {
+		return *prev
+	}
 	if prev.InProgress() {
 		st.StableVersion = prev.StableVersion
 		st.CanaryWeight = prev.CanaryWeight
@@ -251,7 +257,8 @@ func holdDuringRelease(old, cur *appsv1.Deployment) []jsonpatch.Operation {
 			ops = append(ops, statusOp(cur, *st))
 		}
 	}
-	if cur.Spec.Paused || !st.InProgress() {
+	// A side-by-side release's Deployment is the canary: it runs.
+	if cur.Spec.Paused || !st.InProgress() || st.SideBySide {
 		return ops
 	}
 	switch st.Phase {
