@@ -281,7 +281,9 @@ func (a *app) canaryGone() bool {
 
 // observation is one look at the traffic: weights, subsets and ready pods.
 type observation struct {
-	at             time.Time
+	// at is when the status was read; since, when the look before read
+	// it: a change first seen at at happened in (since, at].
+	at, since      time.Time
 	step           int32
 	phase          api.Phase
 	stableWeight   int32
@@ -340,8 +342,13 @@ func (r *recorder) history() []observation {
 
 func (r *recorder) loop() {
 	defer close(r.done)
+	var last time.Time
 	for {
 		if o, err := r.look(context.Background()); err == nil {
+			o.since, last = last, o.at
+			if o.since.IsZero() {
+				o.since = o.at
+			}
 			r.mu.Lock()
 			if n := len(r.obs); n == 0 || r.obs[n-1].routes() != o.routes() || r.obs[n-1].step != o.step || r.obs[n-1].phase != o.phase || r.obs[n-1].canaryReplicas != o.canaryReplicas {
 				r.obs = append(r.obs, o)
@@ -382,7 +389,7 @@ func (r *recorder) check(o observation) {
 // second listing).
 func (r *recorder) look(ctx context.Context) (observation, error) {
 	a := r.a
-	o := observation{at: time.Now(), canaryReplicas: -1}
+	o := observation{canaryReplicas: -1}
 	vs := &istionetworkingv1.VirtualService{}
 	dr := &istionetworkingv1.DestinationRule{}
 	// The canary's size first: vane resizes it only after persisting the
@@ -396,6 +403,7 @@ func (r *recorder) look(ctx context.Context) (observation, error) {
 	if err := a.c.Client.Get(ctx, a.key(a.name), d); err != nil {
 		return o, err
 	}
+	o.at = time.Now()
 	if st, _ := api.StatusFrom(d.Annotations); st != nil {
 		o.step, o.phase = st.CurrentStepIndex, st.Phase
 	}

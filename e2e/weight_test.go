@@ -68,19 +68,23 @@ func TestWeightCanarySeedScenario(t *testing.T) {
 		}
 	})
 	t.Run("pauses last their duration within a second", func(t *testing.T) {
-		started := map[int32]time.Time{}
+		// A step began between the look that first saw it and the one
+		// before, so a pause lasted at least end.since-begin.at and at most
+		// end.at-begin.since: a pause is too short or too long only when
+		// these bounds say so, however slowly the recorder looked.
+		started := map[int32]observation{}
 		for _, o := range hist {
 			if _, ok := started[o.step]; !ok {
-				started[o.step] = o.at
+				started[o.step] = o
 			}
 		}
 		for _, pause := range []int32{1, 3} {
 			begin, end := started[pause], started[pause+1]
-			if begin.IsZero() || end.IsZero() {
+			if begin.at.IsZero() || end.at.IsZero() {
 				t.Fatalf("step %d or %d never observed: %v", pause, pause+1, started)
 			}
-			if got := end.Sub(begin); got < 3*time.Second-100*time.Millisecond || got > 4*time.Second {
-				t.Errorf("pause at step %d lasted %s, want 3s (within a second)", pause, got)
+			if most, least := end.at.Sub(begin.since), end.since.Sub(begin.at); most < 3*time.Second-100*time.Millisecond || least > 4*time.Second {
+				t.Errorf("pause at step %d lasted %s to %s, want 3s (within a second)", pause, least, most)
 			}
 		}
 	})
