@@ -20,11 +20,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -147,6 +149,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// their cache keeps metadata only.
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("VirtualService")), builder.OnlyMetadata).
 		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.releasesRoutedBy("DestinationRule")), builder.OnlyMetadata).
+		Watches(&appsv1.Deployment{}, handler.Funcs{UpdateFunc: stepAdvanced}, builder.WithPredicates(optedIn)).
 		WatchesRawSource(source.Channel(r.wake(), &handler.EnqueueRequestForObject{})).
 		Build(r)
 	r.ctrl = c
@@ -197,6 +200,28 @@ func (r *Reconciler) WatchCluster(name string, c cluster.Cluster) error {
 		return []reconcile.Request{{NamespacedName: key}}
 	}
 	return r.ctrl.Watch(source.Kind(c.GetCache(), &appsv1.Deployment{}, handler.TypedEnqueueRequestsFromMapFunc(toRelease)))
+}
+
+// progressPriority is the work queue priority of the moves a release makes
+// on its own schedule: a timed pause's end, and the move after a step
+// advance. controller-runtime's priority queue serves them before the
+// reconciles other watch events wake (priority 0, mostly the Deployment
+// controller's status writes), which at 1,000 releases queued for tens of
+// seconds: a timer fired on time, then waited its turn behind them.
+const progressPriority = 10
+
+// stepAdvanced wakes a release at progressPriority when its status shows a
+// step it did not show before (a release that starts, a step done): its
+// next move is due now. The other watch of the same Deployments (For)
+// wakes it too, at priority 0; the queue keeps the higher.
+func stepAdvanced(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	prev, _ := api.StatusFrom(e.ObjectOld.GetAnnotations())
+	cur, err := api.StatusFrom(e.ObjectNew.GetAnnotations())
+	pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
+	if err != nil || !ok || !cur.InProgress() || (prev.InProgress() && prev.CurrentStepIndex == cur.CurrentStepIndex) {
+		return
+	}
+	pq.AddWithOpts(priorityqueue.AddOpts{Priority: new(progressPriority)}, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.ObjectNew)})
 }
 
 // releasesRoutedBy maps a change of an Istio object of kind to the releases
@@ -411,7 +436,11 @@ func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deploym
 	if next.InProgress() && len(r.clusters()) > 1 {
 		act.RequeueAfter = minPositive(act.RequeueAfter, memberCheck)
 	}
-	return ctrl.Result{RequeueAfter: act.RequeueAfter}, nil
+	res := ctrl.Result{RequeueAfter: act.RequeueAfter}
+	if act.RequeueAfter > 0 {
+		res.Priority = new(progressPriority)
+	}
+	return res, nil
 }
 
 // memberStatus is each cluster's part of a release, for a person; nil when

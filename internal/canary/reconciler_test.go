@@ -14,6 +14,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vane-io/vane/internal/api"
 )
@@ -146,6 +149,48 @@ func TestObserveCanary(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, obs.Canary); diff != "" {
 				t.Errorf("canary observed (-want,+got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestStepAdvanced covers which status writes wake a release ahead of the
+// queue: those that start it or record a new step.
+func TestStepAdvanced(t *testing.T) {
+	at := func(phase api.Phase, step int32, message string) *appsv1.Deployment {
+		d := release("provider", "provider", "provider", phase)
+		st, _ := api.StatusFrom(d.Annotations)
+		st.CurrentStepIndex, st.Message = step, message
+		d.Annotations[api.AnnotationStatus] = st.Encode()
+		return d
+	}
+	unadopted := release("provider", "provider", "provider", api.PhaseHealthy)
+	delete(unadopted.Annotations, api.AnnotationStatus)
+	for name, tc := range map[string]struct {
+		old, new  *appsv1.Deployment
+		wantWoken bool
+	}{
+		"a release starts":               {at(api.PhaseHealthy, 0, ""), at(api.PhaseProgressing, 0, ""), true},
+		"a release starts, first status": {unadopted, at(api.PhaseProgressing, 0, ""), true},
+		"a step is done":                 {at(api.PhaseProgressing, 0, ""), at(api.PhaseProgressing, 1, ""), true},
+		"the last step is done":          {at(api.PhaseProgressing, 3, ""), at(api.PhasePromoting, 4, ""), true},
+		"only the message changes":       {at(api.PhaseProgressing, 1, "a"), at(api.PhaseProgressing, 1, "b"), false},
+		"the release ends":               {at(api.PhasePromoting, 4, ""), at(api.PhaseHealthy, 4, ""), false},
+		"adopted":                        {unadopted, at(api.PhaseHealthy, 0, ""), false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			q := priorityqueue.New[reconcile.Request]("test")
+			defer q.ShutDown()
+			stepAdvanced(context.Background(), event.TypedUpdateEvent[client.Object]{ObjectOld: tc.old, ObjectNew: tc.new}, q)
+			if !tc.wantWoken {
+				if q.Len() != 0 {
+					t.Errorf("woken, want not")
+				}
+				return
+			}
+			req, priority, _ := q.GetWithPriority()
+			if req.Name != "provider" || priority != progressPriority {
+				t.Errorf("woken %v at priority %d, want provider at %d", req, priority, progressPriority)
 			}
 		})
 	}
