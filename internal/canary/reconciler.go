@@ -281,12 +281,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	home, st := releaseStatus(ts)
-	if st == nil && len(unreachable) > 0 {
-		// Nothing to say it in: look again.
-		return ctrl.Result{RequeueAfter: degradedRetry}, nil
-	}
 	if st == nil {
 		var res ctrl.Result
+		if len(unreachable) > 0 {
+			// No release to say it in: look again.
+			res.RequeueAfter = degradedRetry
+		}
 		for _, t := range ts {
 			err := r.idle(ctx, t)
 			if errors.Is(err, errNotAdopted) {
