@@ -396,3 +396,38 @@ func TestOptOutMidRelease(t *testing.T) {
 		t.Errorf("no RolloutOptedOut event:\n%s", ev)
 	}
 }
+
+// TestContendedRoutes: two opted-in Deployments whose strategies name the
+// same VirtualService route (a copy-paste). The release that started first
+// holds the route; the other waits, Degraded, naming it, and moves no
+// weight until the first ends; then it runs.
+func TestContendedRoutes(t *testing.T) {
+	steps := "- setWeight: 20\n- pause: {}\n"
+	a := givenApp(t, 1, steps)
+	b := &app{t: t, c: a.c, ns: a.ns, name: "dubbo3-provider-b"}
+	b.apply(strings.Replace(providerYAML(a.ns, 1, steps), "name: dubbo3-provider\n", "name: dubbo3-provider-b\n", 1))
+	b.waitAvailable("v1")
+	b.waitAdopted("v1")
+
+	a.whenVersionEdited("v2")
+	a.waitPhase(api.PhasePaused, 30*time.Second)
+	b.whenVersionEdited("v2")
+	st := b.waitPhase(api.PhaseDegraded, 30*time.Second)
+	if !strings.Contains(st.Message, "route test-v1 of VirtualService provider is in use by another release: the release of dubbo3-provider (cluster primary)") {
+		t.Errorf("message %q, want it to name the route and the release holding it", st.Message)
+	}
+	time.Sleep(2 * time.Second)
+	if w := a.observeNow().canaryWeight; w != 20 {
+		t.Errorf("weight %d while the first release holds it at 20", w)
+	}
+	if b.canary() != nil {
+		t.Error("the waiting release created its canary")
+	}
+
+	a.whenAction(api.ActionPromote)
+	a.waitPhase(api.PhaseHealthy, 60*time.Second)
+	b.waitPhase(api.PhasePaused, 60*time.Second)
+	b.whenAction(api.ActionPromote)
+	b.waitPhase(api.PhaseHealthy, 60*time.Second)
+	b.waitAvailable("v2")
+}

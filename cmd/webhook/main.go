@@ -128,7 +128,7 @@ func run(ctx context.Context, o *options) error {
 			}
 			return reconciler.WatchCluster(name, c)
 		}
-		registry := &members.Registry{Namespace: o.remoteSecrets, Scheme: scheme, Cache: deploymentCache(), Watch: watch, Changed: reconciler.ClustersChanged}
+		registry := &members.Registry{Namespace: o.remoteSecrets, Self: o.clusterName, Scheme: scheme, Cache: deploymentCache(), Watch: watch, Changed: reconciler.ClustersChanged}
 		reconciler.Members = registry.Clusters
 		if err := registry.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up member clusters: %w", err)

@@ -199,6 +199,11 @@ func (r *Reconciler) WatchCluster(name string, c cluster.Cluster) error {
 		}
 		return []reconcile.Request{{NamespacedName: key}}
 	}
+	// The member's Deployments are indexed as vane's own (contention);
+	// before the watch below starts their informer.
+	if err := c.GetFieldIndexer().IndexField(context.Background(), &appsv1.Deployment{}, routingIndex, routingKeys); err != nil {
+		return fmt.Errorf("index deployments by routing: %w", err)
+	}
 	return r.ctrl.Watch(source.Kind(c.GetCache(), &appsv1.Deployment{}, handler.TypedEnqueueRequestsFromMapFunc(toRelease)))
 }
 
@@ -306,12 +311,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	home, st := releaseStatus(ts)
-	if st == nil && len(unreachable) > 0 {
-		// Nothing to say it in: look again.
-		return ctrl.Result{RequeueAfter: degradedRetry}, nil
-	}
 	if st == nil {
 		var res ctrl.Result
+		if len(unreachable) > 0 {
+			// No release to say it in: look again.
+			res.RequeueAfter = degradedRetry
+		}
 		for _, t := range ts {
 			err := r.idle(ctx, t)
 			if errors.Is(err, errNotAdopted) {
@@ -388,6 +393,9 @@ func (r *Reconciler) idle(ctx context.Context, t target) error {
 func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deployment, st api.Status, action api.Action) (ctrl.Result, error) {
 	plan, err := api.ParsePlan(home.Annotations)
 	if err != nil {
+		return r.degraded(ctx, ts, st, err)
+	}
+	if err := r.contention(ctx, home, plan, st); err != nil {
 		return r.degraded(ctx, ts, st, err)
 	}
 	router := r.router(home, plan)
@@ -741,7 +749,7 @@ var errUnreachable = errors.New("unreachable")
 // invalid strategy or a cluster that does not answer are returned for
 // backoff.
 func (r *Reconciler) degraded(ctx context.Context, ts []target, st api.Status, cause error) (ctrl.Result, error) {
-	if !errors.Is(cause, routes.ErrMissing) && !errors.Is(cause, api.ErrInvalidStrategy) && !errors.Is(cause, errUnreachable) {
+	if !errors.Is(cause, routes.ErrMissing) && !errors.Is(cause, api.ErrInvalidStrategy) && !errors.Is(cause, errUnreachable) && !errors.Is(cause, errContended) {
 		return ctrl.Result{}, cause
 	}
 	msg := strings.ReplaceAll(cause.Error(), "\n", "; ")

@@ -41,6 +41,10 @@ const LabelMultiCluster = "istio/multiCluster"
 type Registry struct {
 	// Namespace holds the remote Secrets.
 	Namespace string
+	// Self is the name of vane's own cluster: a remote Secret for it is
+	// skipped (as Istio skips its own cluster's), or its Deployments would
+	// count twice.
+	Self string
 	// Scheme and Cache configure each member's cluster.Cluster.
 	Scheme *runtime.Scheme
 	Cache  cache.Options
@@ -139,6 +143,10 @@ func (r *Registry) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, 
 			continue
 		}
 		for name, kc := range s.Data {
+			if name == r.Self {
+				log.Info("Remote Secret names vane's own cluster; skipped", "cluster", name, "secret", s.Name)
+				continue
+			}
 			if prev, dup := want[name]; dup {
 				log.Info("Cluster named by two remote Secrets; the first one is used", "cluster", name, "secret", s.Name, "used", prev.secret)
 				continue

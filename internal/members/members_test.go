@@ -43,12 +43,12 @@ func TestRegistry(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		secret("first", 0, map[string][]byte{"b": kubeconfig("https://127.0.0.1:1"), "c": kubeconfig("https://127.0.0.1:2")}),
+		secret("first", 0, map[string][]byte{"b": kubeconfig("https://127.0.0.1:1"), "c": kubeconfig("https://127.0.0.1:2"), "primary": kubeconfig("https://127.0.0.1:5")}),
 		secret("second", time.Hour, map[string][]byte{"c": kubeconfig("https://127.0.0.1:3"), "d": []byte("not a kubeconfig")}),
 	).Build()
 	var watched []string
 	changes := 0
-	r := &Registry{Namespace: "vane-system", Scheme: scheme, client: c, started: make(chan struct{}), running: map[string]*member{},
+	r := &Registry{Namespace: "vane-system", Self: "primary", Scheme: scheme, client: c, started: make(chan struct{}), running: map[string]*member{},
 		Watch:   func(name string, _ cluster.Cluster) error { watched = append(watched, name); return nil },
 		Changed: func(context.Context) { changes++ },
 	}
@@ -74,7 +74,7 @@ func TestRegistry(t *testing.T) {
 
 	reconcile()
 	// d's kubeconfig is bad: left out, the others run; c stays with the
-	// older Secret that named it first.
+	// older Secret that named it first; vane's own cluster is no member.
 	if got := names(); !slices.Equal(got, []string{"b", "c"}) {
 		t.Fatalf("members %v, want [b c]", got)
 	}
