@@ -378,6 +378,9 @@ func RepoRoot() (string, error) {
 	return "", errors.New("cannot find the repository root (hack/cluster.sh); set VANE_ROOT")
 }
 
+// FreePorts returns n free loopback ports (the bench uses it too).
+func FreePorts(n int) ([]int, error) { return freePorts(n) }
+
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
