@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,7 +108,25 @@ func TestFailOpenCatchUp(t *testing.T) {
 	if ev := strings.Join(a.events(), "\n"); !strings.Contains(ev, "ReleaseCaughtUp: version v1 → v2 reached the cluster without the webhook's hold") {
 		t.Errorf("no ReleaseCaughtUp event:\n%s", ev)
 	}
+
+	// Still unreachable, mid-release at 50%: v2 → v3 also reaches the
+	// cluster unheld. The canary is drained before its pool or its pods
+	// change (the recorder checks every look), and the release restarts
+	// for v3 as the webhook would have started it.
+	rec := a.record()
+	a.whenVersionEdited("v3")
+	framework.WaitFor(t, 30*time.Second, "the release of v3 at its pause", func(context.Context) (bool, error) {
+		st := a.status()
+		return st.CanaryVersion == "v3" && st.Phase == api.PhasePaused && st.CanaryWeight == 50, nil
+	})
+	rec.halt()
+	if ev := strings.Join(a.events(), "\n"); !strings.Contains(ev, "ReleaseCaughtUp: version v2 → v3 reached the cluster during the release from v1 without the webhook's hold") {
+		t.Errorf("no ReleaseCaughtUp event for v2 → v3:\n%s", ev)
+	}
+	if got := canaryWeights(rec.history()); !slices.Contains(got, 0) {
+		t.Errorf("canary weights %v: the canary was not drained before it changed to v3", got)
+	}
 	a.whenAction(api.ActionPromote)
 	a.waitPhase(api.PhaseHealthy, 30*time.Second)
-	a.waitAvailable("v2")
+	a.waitAvailable("v3")
 }

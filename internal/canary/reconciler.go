@@ -332,6 +332,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if len(unreachable) > 0 {
 		return r.degraded(ctx, ts, *st, errors.Join(unreachable...))
 	}
+	if len(ts) == 1 {
+		if done, err := r.catchUpMidRelease(ctx, ts[0], *st); done || err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	action := api.Action("")
 	for _, t := range ts {
 		if a, _ := api.ActionFrom(t.d.Annotations); a != "" {
@@ -871,6 +876,44 @@ func (r *Reconciler) catchUp(ctx context.Context, t target, st *api.Status) (boo
 		Message:       fmt.Sprintf("version %s → %s reached the cluster without the webhook's hold: native rollout paused, canary release started", st.StableVersion, version),
 	}
 	if err := r.writeStatus(ctx, t, st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}, finalizerOp(d)); err != nil {
+		return true, err
+	}
+	r.record(t, Event{ReasonCaughtUp, next.Message})
+	return true, nil
+}
+
+// catchUpMidRelease catches a version change made in the middle of a
+// release without the webhook's hold (it fails open): it records what the
+// webhook would have (a new canary version restarts at step 0 with stable
+// kept; the stable version rolls back), so the step machine drains the
+// canary before its pool or its pods change. Guard: without it, the canary
+// would take the new template while its pool, still carrying traffic,
+// selects the old version's pods. A side-by-side release's Deployment is
+// its own canary and is left to the step machine. (Across clusters, a
+// cluster on another version holds the release instead: see NextFleet.)
+func (r *Reconciler) catchUpMidRelease(ctx context.Context, t target, st api.Status) (bool, error) {
+	version := t.d.Spec.Template.Labels[api.VersionLabel(t.d.Annotations)]
+	was := st.CanaryVersion
+	if st.Phase == api.PhaseRollingBack {
+		was = st.StableVersion
+	}
+	if version == "" || version == was || st.SideBySide {
+		return false, nil
+	}
+	next := api.Status{
+		Phase:         api.PhaseProgressing,
+		StableVersion: st.StableVersion,
+		CanaryVersion: version,
+		CanaryWeight:  st.CanaryWeight,
+		StepCount:     st.StepCount,
+		StepStartedAt: &metav1.MicroTime{Time: r.now()},
+		Message:       fmt.Sprintf("version %s → %s reached the cluster during the release from %s without the webhook's hold: native rollout held, canary restarts at step 0", was, version, st.StableVersion),
+	}
+	if version == st.StableVersion {
+		next.Phase, next.CanaryVersion = api.PhaseRollingBack, was
+		next.Message = fmt.Sprintf("version edited back to %s without the webhook's hold: rolling back", version)
+	}
+	if err := r.writeStatus(ctx, t, &st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}); err != nil {
 		return true, err
 	}
 	r.record(t, Event{ReasonCaughtUp, next.Message})
