@@ -16,7 +16,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -24,7 +23,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -41,14 +39,6 @@ import (
 // degradedRetry is how often a release that waits for a missing object looks
 // again, besides the watches on VirtualServices and DestinationRules.
 const degradedRetry = 10 * time.Second
-
-// memberCheck is how often a release that spans clusters checks that every
-// cluster still answers, when nothing else wakes it.
-const memberCheck = 30 * time.Second
-
-// memberTimeout bounds a reconcile of a release that spans clusters, so a
-// member that does not answer cannot hold a worker.
-const memberTimeout = 30 * time.Second
 
 // Reconciler drives the releases of opted-in Deployments.
 type Reconciler struct {
@@ -76,30 +66,6 @@ type Reconciler struct {
 	ctrl     controller.Controller
 	wakeOnce sync.Once
 	wakeCh   chan event.GenericEvent
-}
-
-// Cluster is a cluster whose Deployments a release can span.
-type Cluster struct {
-	Name string
-	// Client writes; Reader reads uncached.
-	Client   client.Client
-	Reader   client.Reader
-	Recorder events.EventRecorder
-}
-
-// target is one cluster's Deployment of a release.
-type target struct {
-	Cluster
-	d *appsv1.Deployment
-}
-
-// clusters is vane's own cluster first, then the members.
-func (r *Reconciler) clusters() []Cluster {
-	out := []Cluster{{Name: r.ClusterName, Client: r.Client, Reader: r.Reader, Recorder: r.Recorder}}
-	if r.Members != nil {
-		out = append(out, r.Members()...)
-	}
-	return out
 }
 
 // routingIndex indexes opted-in Deployments in the cache by the Istio
@@ -159,52 +125,6 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 func (r *Reconciler) wake() chan event.GenericEvent {
 	r.wakeOnce.Do(func() { r.wakeCh = make(chan event.GenericEvent, 1024) })
 	return r.wakeCh
-}
-
-// ClustersChanged wakes every release in progress, in vane's cluster and
-// in every member, when a member cluster is added or dropped: the
-// releases it took part in go on without it, those it joins take it in.
-func (r *Reconciler) ClustersChanged(ctx context.Context) {
-	seen := map[types.NamespacedName]bool{}
-	for _, c := range r.clusters() {
-		var list appsv1.DeploymentList
-		if err := c.Reader.List(ctx, &list, client.MatchingLabels{api.LabelCanary: api.LabelCanaryEnabled}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "List releases to wake", "cluster", c.Name)
-			continue
-		}
-		for i := range list.Items {
-			d := &list.Items[i]
-			st, _ := api.StatusFrom(d.Annotations)
-			if key := client.ObjectKeyFromObject(d); st.InProgress() && !seen[key] {
-				seen[key] = true
-				r.wake() <- event.GenericEvent{Object: d}
-			}
-		}
-	}
-}
-
-// WatchCluster wakes releases on changes of a member cluster's Deployments
-// (its cache holds those labelled vane.io/canary): an opted-in Deployment
-// wakes its own release, a canary its owner's. A member's Deployment has the
-// namespace and name of the release it takes part in.
-func (r *Reconciler) WatchCluster(name string, c cluster.Cluster) error {
-	toRelease := func(_ context.Context, d *appsv1.Deployment) []reconcile.Request {
-		key := client.ObjectKeyFromObject(d)
-		if d.Labels[api.LabelCanary] == api.LabelCanaryCanary {
-			owner := metav1.GetControllerOf(d)
-			if owner == nil || owner.Kind != "Deployment" {
-				return nil
-			}
-			key.Name = owner.Name
-		}
-		return []reconcile.Request{{NamespacedName: key}}
-	}
-	// The member's Deployments are indexed as vane's own (contention);
-	// before the watch below starts their informer.
-	if err := c.GetFieldIndexer().IndexField(context.Background(), &appsv1.Deployment{}, routingIndex, routingKeys); err != nil {
-		return fmt.Errorf("index deployments by routing: %w", err)
-	}
-	return r.ctrl.Watch(source.Kind(c.GetCache(), &appsv1.Deployment{}, handler.TypedEnqueueRequestsFromMapFunc(toRelease)))
 }
 
 // progressPriority is the work queue priority of the moves a release makes
@@ -347,31 +267,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return r.step(ctx, ts, home, *st, action)
 }
 
-// releaseStatus is the status of the release in progress among ts, nil when
-// none: the one that started or moved last (its step began last), so the
-// edit of one cluster that restarts a release wins over the others' copies
-// of the release it replaces. home is the Deployment it was read from,
-// whose strategy rules.
-func releaseStatus(ts []target) (home *appsv1.Deployment, st *api.Status) {
-	for _, t := range ts {
-		s, _ := api.StatusFrom(t.d.Annotations)
-		if !s.InProgress() {
-			continue
-		}
-		if st == nil || startedAt(s).After(startedAt(st)) {
-			home, st = t.d, s
-		}
-	}
-	return home, st
-}
-
-func startedAt(s *api.Status) time.Time {
-	if s.StepStartedAt == nil {
-		return time.Time{}
-	}
-	return s.StepStartedAt.Time
-}
-
 // idle looks after a Deployment with no release in progress: it clears an
 // action that cannot apply, catches an unheld version change and drops a
 // finalizer left from a release.
@@ -454,29 +349,6 @@ func (r *Reconciler) step(ctx context.Context, ts []target, home *appsv1.Deploym
 		res.Priority = new(progressPriority)
 	}
 	return res, nil
-}
-
-// memberStatus is each cluster's part of a release, for a person; nil when
-// vane has no member clusters.
-func (r *Reconciler) memberStatus(ts []target, obs []MemberObservation, moves []MemberMove, sideBySide bool) []api.MemberStatus {
-	if r.Members == nil || len(r.Members()) == 0 {
-		return nil
-	}
-	out := make([]api.MemberStatus, len(ts))
-	for i, o := range obs {
-		out[i] = api.MemberStatus{Cluster: ts[i].Name, Version: o.Version, Waiting: moves[i].Waiting}
-		if sideBySide {
-			// The Deployment is the canary.
-			out[i].Canary = fmt.Sprintf("%d/%d", ts[i].d.Status.AvailableReplicas, o.Replicas)
-		} else if c := o.Canary; c != nil {
-			ready := int32(0)
-			if c.Ready {
-				ready = c.Replicas
-			}
-			out[i].Canary = fmt.Sprintf("%d/%d", ready, c.Replicas)
-		}
-	}
-	return out
 }
 
 func (r *Reconciler) now() time.Time {
@@ -742,13 +614,6 @@ func (r *Reconciler) ignoreAction(ctx context.Context, t target, why string) err
 	return nil
 }
 
-// errNotAdopted asks to look again at a Deployment that cannot be adopted
-// yet.
-var errNotAdopted = errors.New("not adopted yet")
-
-// errUnreachable marks a cluster of a release that did not answer.
-var errUnreachable = errors.New("unreachable")
-
 // degraded records why a release cannot proceed, in every cluster that
 // answers, and retries later. Errors other than a missing object, an
 // invalid strategy or a cluster that does not answer are returned for
@@ -833,173 +698,6 @@ func (r *Reconciler) drain(ctx context.Context, t target, st *api.Status) error 
 		return nil // the Deployment is the canary: it is the user's
 	}
 	return r.deleteCanary(ctx, t)
-}
-
-// catchUp keeps track of the stable version of Deployments with no release
-// in progress, and catches a version change that reached the API server
-// without the webhook's hold (the webhook fails open): it pauses the native
-// rollout at once and starts the release from there. It reports whether it
-// wrote anything.
-func (r *Reconciler) catchUp(ctx context.Context, t target, st *api.Status) (bool, error) {
-	d := t.d
-	version := d.Spec.Template.Labels[api.VersionLabel(d.Annotations)]
-	rolled := rolledOut(d)
-	switch {
-	case version == "" || d.Spec.Paused || (st != nil && st.StableVersion == version):
-		return false, nil
-	case st == nil:
-		if started, err := r.sideBySide(ctx, t, version); started || err != nil {
-			return true, err
-		}
-		if !rolled {
-			// First sight of a Deployment mid-rollout: its stable version is
-			// unknown; look again once it is rolled out.
-			return false, nil
-		}
-		return true, r.writeStatus(ctx, t, nil, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "stable version " + version})
-	}
-	plan, err := api.ParsePlan(d.Annotations)
-	if rolled || err != nil {
-		why := "it rolled out before vane could hold it"
-		if err != nil {
-			why = err.Error()
-		}
-		r.record(t, Event{ReasonDegraded, fmt.Sprintf("version %s → %s was not held by the webhook and rolled out natively, without a canary: %s", st.StableVersion, version, why)})
-		return true, r.writeStatus(ctx, t, st, api.Status{Phase: api.PhaseHealthy, StableVersion: version, Message: "rolled out natively without a canary"})
-	}
-	next := api.Status{
-		Phase:         api.PhaseProgressing,
-		StableVersion: st.StableVersion,
-		CanaryVersion: version,
-		StepCount:     int32(len(plan.Steps)),
-		StepStartedAt: &metav1.MicroTime{Time: r.now()},
-		Message:       fmt.Sprintf("version %s → %s reached the cluster without the webhook's hold: native rollout paused, canary release started", st.StableVersion, version),
-	}
-	if err := r.writeStatus(ctx, t, st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}, finalizerOp(d)); err != nil {
-		return true, err
-	}
-	r.record(t, Event{ReasonCaughtUp, next.Message})
-	return true, nil
-}
-
-// catchUpMidRelease catches a version change made in the middle of a
-// release without the webhook's hold (it fails open): it records what the
-// webhook would have (a new canary version restarts at step 0 with stable
-// kept; the stable version rolls back), so the step machine drains the
-// canary before its pool or its pods change. Guard: without it, the canary
-// would take the new template while its pool, still carrying traffic,
-// selects the old version's pods. A side-by-side release's Deployment is
-// its own canary and is left to the step machine. (Across clusters, a
-// cluster on another version holds the release instead: see NextFleet.)
-func (r *Reconciler) catchUpMidRelease(ctx context.Context, t target, st api.Status) (bool, error) {
-	version := t.d.Spec.Template.Labels[api.VersionLabel(t.d.Annotations)]
-	was := st.CanaryVersion
-	if st.Phase == api.PhaseRollingBack {
-		was = st.StableVersion
-	}
-	if version == "" || version == was || st.SideBySide {
-		return false, nil
-	}
-	next := api.Status{
-		Phase:         api.PhaseProgressing,
-		StableVersion: st.StableVersion,
-		CanaryVersion: version,
-		CanaryWeight:  st.CanaryWeight,
-		StepCount:     st.StepCount,
-		StepStartedAt: &metav1.MicroTime{Time: r.now()},
-		Message:       fmt.Sprintf("version %s → %s reached the cluster during the release from %s without the webhook's hold: native rollout held, canary restarts at step 0", was, version, st.StableVersion),
-	}
-	if version == st.StableVersion {
-		next.Phase, next.CanaryVersion = api.PhaseRollingBack, was
-		next.Message = fmt.Sprintf("version edited back to %s without the webhook's hold: rolling back", version)
-	}
-	if err := r.writeStatus(ctx, t, &st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}); err != nil {
-		return true, err
-	}
-	r.record(t, Event{ReasonCaughtUp, next.Message})
-	return true, nil
-}
-
-// sideBySide starts a side-by-side release at the first sight of an
-// opted-in Deployment whose version is not the one the stable subset of its
-// DestinationRule selects: the Deployment runs a new version beside the
-// Deployments of the stable one (seed 003: v1 in one cluster, v2 in
-// another), it is the canary itself, and the steps move the weights from
-// the stable subset to the canary subset, which vane leaves as they are.
-func (r *Reconciler) sideBySide(ctx context.Context, t target, version string) (bool, error) {
-	plan, err := api.ParsePlan(t.d.Annotations)
-	if err != nil || !plan.Istio.BySubset() {
-		return false, nil
-	}
-	split, err := r.router(t.d, plan).Observe(ctx)
-	switch {
-	case errors.Is(err, routes.ErrMissing):
-		// Not adopted yet: whether this Deployment is the stable version or
-		// a new one beside it depends on the subsets, and a GitOps sync
-		// often creates the mesh objects after the Deployments. Their
-		// creation wakes it (releasesRoutedBy) in vane's cluster; in a
-		// member it looks again (errNotAdopted).
-		ctrl.LoggerFrom(ctx).V(1).Info("Waiting for the mesh objects before adopting", "reason", err.Error())
-		return true, errNotAdopted
-	case err != nil:
-		return true, err
-	case split.StableVersion == "" || split.StableVersion == version || split.CanaryVersion != version:
-		return false, nil
-	}
-	next := api.Status{
-		Phase:         api.PhaseProgressing,
-		StableVersion: split.StableVersion,
-		CanaryVersion: version,
-		StepCount:     int32(len(plan.Steps)),
-		StepStartedAt: &metav1.MicroTime{Time: r.now()},
-		SideBySide:    true,
-		Message:       fmt.Sprintf("%s runs %s beside stable %s (subset %s of DestinationRule %s): side-by-side release started, only the weights move", t.d.Name, version, split.StableVersion, plan.Istio.StableSubset, plan.Istio.DestinationRule),
-	}
-	if err := r.writeStatus(ctx, t, nil, next, finalizerOp(t.d)); err != nil {
-		return true, err
-	}
-	r.record(t, Event{ReasonStarted, next.Message})
-	return true, nil
-}
-
-// writeStatus writes st (and extra ops) if the status annotation still is
-// prev (nil: absent) and the version label what d says.
-func (r *Reconciler) writeStatus(ctx context.Context, t target, prev *api.Status, st api.Status, extra ...patchOp) error {
-	d := t.d
-	key := api.VersionLabel(d.Annotations)
-	ops := []patchOp{{Op: "test", Path: "/spec/template/metadata/labels/" + jsonpointer.Escape(key), Value: d.Spec.Template.Labels[key]}}
-	if prev != nil {
-		ops = append(ops, patchOp{Op: "test", Path: statusPointer, Value: d.Annotations[api.AnnotationStatus]})
-	}
-	if d.Annotations == nil {
-		ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{}})
-	}
-	ops = append(ops, patchOp{Op: "add", Path: statusPointer, Value: st.Encode()})
-	for _, op := range extra {
-		if op.Op != "" {
-			ops = append(ops, op)
-		}
-	}
-	data, err := json.Marshal(ops)
-	if err != nil {
-		return err
-	}
-	if err := t.Client.Patch(ctx, d, client.RawPatch(types.JSONPatchType, data)); err != nil {
-		return fmt.Errorf("write status: %w", err)
-	}
-	return nil
-}
-
-// finalizerOp adds vane's finalizer unless d has it (then it is a no-op).
-func finalizerOp(d *appsv1.Deployment) patchOp {
-	switch {
-	case slices.Contains(d.Finalizers, api.Finalizer):
-		return patchOp{}
-	case len(d.Finalizers) == 0:
-		return patchOp{Op: "add", Path: "/metadata/finalizers", Value: []string{api.Finalizer}}
-	default:
-		return patchOp{Op: "add", Path: "/metadata/finalizers/-", Value: api.Finalizer}
-	}
 }
 
 // record records Events on d; ActionIgnored and RolloutDegraded are
