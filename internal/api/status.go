@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -134,4 +135,38 @@ func (s *Status) Encode() string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// StartStatus is the status of a release that starts with an edit of the
+// template's version from oldVersion to newVersion, prev being the status
+// before it (nil when none). An edit in the middle of a release keeps its
+// stable version and restarts the canary at step 0; an edit back to the
+// stable version rolls the release back; one cluster of a release that
+// spans several catching up with the others (its GitOps sync arrived
+// later) joins the release where it stands. The webhook records it on the
+// edit; the controller, when an edit reached the cluster without the
+// webhook's hold.
+func StartStatus(prev *Status, oldVersion, newVersion string, steps int32, now time.Time) Status {
+	st := Status{
+		Phase:         PhaseProgressing,
+		StableVersion: oldVersion,
+		CanaryVersion: newVersion,
+		StepCount:     steps,
+		StepStartedAt: &metav1.MicroTime{Time: now.UTC()},
+		Message:       fmt.Sprintf("version %s → %s: native rollout held, canary release started", oldVersion, newVersion),
+	}
+	if prev.InProgress() && prev.Phase != PhaseRollingBack && prev.StableVersion == oldVersion && prev.CanaryVersion == newVersion {
+		return *prev
+	}
+	if prev.InProgress() {
+		st.StableVersion = prev.StableVersion
+		st.CanaryWeight = prev.CanaryWeight
+		st.Message = fmt.Sprintf("version %s → %s during a release from %s: canary restarts at step 0", oldVersion, newVersion, prev.StableVersion)
+	}
+	if newVersion == st.StableVersion {
+		st.Phase = PhaseRollingBack
+		st.CanaryVersion = oldVersion
+		st.Message = fmt.Sprintf("version edited back to %s: rolling back", newVersion)
+	}
+	return st
 }

@@ -91,17 +91,10 @@ func (r *Reconciler) catchUpMidRelease(ctx context.Context, t target, st api.Sta
 	if version == "" || version == was || st.SideBySide {
 		return false, nil
 	}
-	next := api.Status{
-		Phase:         api.PhaseProgressing,
-		StableVersion: st.StableVersion,
-		CanaryVersion: version,
-		CanaryWeight:  st.CanaryWeight,
-		StepCount:     st.StepCount,
-		StepStartedAt: &metav1.MicroTime{Time: r.now()},
-		Message:       fmt.Sprintf("version %s → %s reached the cluster during the release from %s without the webhook's hold: native rollout held, canary restarts at step 0", was, version, st.StableVersion),
-	}
-	if version == st.StableVersion {
-		next.Phase, next.CanaryVersion = api.PhaseRollingBack, was
+	// What the webhook would have recorded, said as a catch-up.
+	next := api.StartStatus(&st, was, version, st.StepCount, r.now())
+	next.Message = fmt.Sprintf("version %s → %s reached the cluster during the release from %s without the webhook's hold: native rollout held, canary restarts at step 0", was, version, st.StableVersion)
+	if next.Phase == api.PhaseRollingBack {
 		next.Message = fmt.Sprintf("version edited back to %s without the webhook's hold: rolling back", version)
 	}
 	if err := r.writeStatus(ctx, t, &st, next, patchOp{Op: "replace", Path: "/spec/paused", Value: true}); err != nil {

@@ -16,7 +16,6 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	sigsjson "sigs.k8s.io/json"
@@ -149,7 +148,8 @@ func Decide(old, cur *appsv1.Deployment, now time.Time) ([]jsonpatch.Operation, 
 	if old.Spec.Replicas != nil && *old.Spec.Replicas == 0 {
 		return nil, nil
 	}
-	st := startStatus(old, oldVersion, newVersion, int32(len(plan.Steps)), now)
+	prev, _ := api.StatusFrom(old.Annotations)
+	st := api.StartStatus(prev, oldVersion, newVersion, int32(len(plan.Steps)), now)
 	return holdPatch(cur, st), nil
 }
 
@@ -210,38 +210,6 @@ func strategyEdited(old, cur *appsv1.Deployment) bool {
 	return old.Annotations[api.AnnotationStrategy] != cur.Annotations[api.AnnotationStrategy] ||
 		old.Annotations[api.AnnotationVersionLabel] != cur.Annotations[api.AnnotationVersionLabel] ||
 		old.Labels[api.LabelCanary] != cur.Labels[api.LabelCanary]
-}
-
-// startStatus is the status of a release that starts with this edit. An edit
-// in the middle of a release keeps its stable version; an edit back to the
-// stable version rolls the release back.
-func startStatus(old *appsv1.Deployment, oldVersion, newVersion string, steps int32, now time.Time) api.Status {
-	st := api.Status{
-		Phase:         api.PhaseProgressing,
-		StableVersion: oldVersion,
-		CanaryVersion: newVersion,
-		StepCount:     steps,
-		StepStartedAt: &metav1.MicroTime{Time: now.UTC()},
-		Message:       fmt.Sprintf("version %s → %s: native rollout held, canary release started", oldVersion, newVersion),
-	}
-	prev, _ := api.StatusFrom(old.Annotations)
-	// One cluster of a release that spans several catching up with the
-	// others (its GitOps sync arrived later): it joins the release where it
-	// stands.
-	if prev.InProgress() && prev.Phase != api.PhaseRollingBack && prev.StableVersion == oldVersion && prev.CanaryVersion == newVersion {
-		return *prev
-	}
-	if prev.InProgress() {
-		st.StableVersion = prev.StableVersion
-		st.CanaryWeight = prev.CanaryWeight
-		st.Message = fmt.Sprintf("version %s → %s during a release from %s: canary restarts at step 0", oldVersion, newVersion, prev.StableVersion)
-	}
-	if newVersion == st.StableVersion {
-		st.Phase = api.PhaseRollingBack
-		st.CanaryVersion = oldVersion
-		st.Message = fmt.Sprintf("version edited back to %s: rolling back", newVersion)
-	}
-	return st
 }
 
 // holdDuringRelease keeps a release's state while it walks its steps,
